@@ -1,0 +1,47 @@
+# The README's two commands: `make run` and `make test`. Everything installs into .venv with
+# the tested pins in constraints.txt.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export BANDIT_SERVE_HOME ?= $(CURDIR)/var
+CONFIG ?= configs/local.yaml
+# Ray on a small machine: no usage stats prompt, logs deduplicated.
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: install run demo-models test test-fast lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo-models: install
+	$(BIN)/bandit-serve demo-models
+
+run: demo-models
+	$(BIN)/serve run $(CONFIG)
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -m "not slow and not e2e"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,306 @@
+"""The app config: the ``args`` of a ``serve run`` YAML, validated strictly at startup.
+
+Ray ignores unknown keys in its own config; ours does not. A misspelled key, weights that do
+not add up, an unknown policy or a bad policy parameter stop the app with a message that names
+the path of every offending value, e.g.::
+
+    invalid bandit-serve config:
+      experiments[0].arms[1].wieght: unknown key; did you mean 'weight'? (allowed: name, ...)
+
+:func:`parse_config` is the only entry point; everything downstream takes an :class:`AppConfig`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bandits import POLICIES, PolicyConfigError, make_policy
+from serve_app.errors import ConfigError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+HOME_ENV = "BANDIT_SERVE_HOME"
+SECRET_ENV = "BANDIT_SERVE_SECRET"
+
+# Which reward model each policy learns with; policies absent here work with either.
+POLICY_REWARDS = {"thompson": "binary", "gaussian_thompson": "continuous"}
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: frozen, and an unknown key is an error with a suggestion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            allowed = list(cls.model_fields)
+            for key in data:
+                if key not in cls.model_fields:
+                    close = difflib.get_close_matches(str(key), allowed, n=1)
+                    hint = f"did you mean {close[0]!r}? " if close else ""
+                    raise ValueError(f"unknown key {key!r}; {hint}(allowed: {', '.join(allowed)})")
+        return data
+
+
+class BatchingConfig(StrictModel):
+    """``@serve.batch`` settings for one arm; absent means one request per model call."""
+
+    max_batch_size: int = Field(8, ge=1, le=4096)
+    batch_wait_timeout_s: float = Field(0.005, ge=0.0, le=1.0)
+
+
+class ActorOptions(StrictModel):
+    """The subset of Ray's ``ray_actor_options`` that sizes a replica."""
+
+    num_cpus: float = Field(0.25, ge=0.0)
+    num_gpus: float = Field(0.0, ge=0.0)
+    memory: int | None = Field(None, ge=0, description="bytes")
+
+
+class DeploymentOptions(StrictModel):
+    """How one deployment (the router, or one model arm) is scaled.
+
+    Give either ``num_replicas`` or ``autoscaling_config`` (Ray's own schema: ``min_replicas``,
+    ``max_replicas``, ``target_ongoing_requests``, ...). ``max_ongoing_requests`` is set
+    deliberately: Serve's default of 5 collapses throughput under many connections.
+    """
+
+    num_replicas: int | None = Field(None, ge=1)
+    autoscaling_config: dict[str, Any] | None = None
+    max_ongoing_requests: int = Field(64, ge=1)
+    ray_actor_options: ActorOptions = ActorOptions()
+    timeout_s: float = Field(10.0, gt=0.0, description="per-call timeout the router applies")
+    batching: BatchingConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_scaling_mode(self) -> DeploymentOptions:
+        if self.num_replicas is not None and self.autoscaling_config is not None:
+            raise ValueError("give num_replicas or autoscaling_config, not both")
+        if self.autoscaling_config is not None:
+            from ray.serve.config import AutoscalingConfig
+
+            try:
+                AutoscalingConfig(**self.autoscaling_config)
+            except Exception as error:  # Ray's pydantic error names the bad key
+                raise ValueError(f"autoscaling_config: {error}") from None
+        return self
+
+    def serve_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``Deployment.options``."""
+        options: dict[str, Any] = {
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "ray_actor_options": self.ray_actor_options.model_dump(exclude_none=True),
+        }
+        if self.autoscaling_config is not None:
+            options["autoscaling_config"] = self.autoscaling_config
+        else:
+            options["num_replicas"] = self.num_replicas or 1
+        return options
+
+
+class ArmConfig(StrictModel):
+    """One model version under test."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    model_uri: str = Field(min_length=1, description="any MLflow model URI or a local path")
+    weight: float | None = Field(None, ge=0.0, le=1.0, description="share for policy 'fixed'")
+    deployment: DeploymentOptions = DeploymentOptions()
+
+
+class PolicyConfig(StrictModel):
+    """A policy from the registry and its parameters (validated by the policy itself)."""
+
+    name: str
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _known_policy(self) -> PolicyConfig:
+        if self.name not in POLICIES:
+            close = difflib.get_close_matches(self.name, list(POLICIES), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(
+                f"unknown policy {self.name!r}; {hint}(known: {', '.join(sorted(POLICIES))})"
+            )
+        return self
+
+
+class ExperimentConfig(StrictModel):
+    """Two or more arms, a policy and a reward model."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    reward: Literal["binary", "continuous"] = "binary"
+    policy: PolicyConfig = PolicyConfig(name="thompson")
+    arms: list[ArmConfig] = Field(min_length=2)
+    default_arm: str | None = Field(None, description="answers when an arm fails; first arm")
+    feedback_window_s: float = Field(7 * 24 * 3600.0, gt=0.0)
+    n_features: int | None = Field(None, ge=1, description="inferred from the model signature")
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        names = [arm.name for arm in self.arms]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"arm names must be unique; repeated: {', '.join(duplicates)}")
+        if self.default_arm is not None and self.default_arm not in names:
+            raise ValueError(f"default_arm {self.default_arm!r} is not one of the arms {names}")
+        wanted = POLICY_REWARDS.get(self.policy.name)
+        if wanted is not None and wanted != self.reward:
+            raise ValueError(
+                f"policy {self.policy.name!r} learns {wanted} rewards but reward is "
+                f"{self.reward!r}; use "
+                f"{'thompson' if self.reward == 'binary' else 'gaussian_thompson'}"
+            )
+        self._check_weights(names)
+        try:
+            make_policy(self.policy.name, names, self.policy_params(revision=1), seed=0)
+        except PolicyConfigError as error:
+            raise ValueError(f"policy.params: {error}") from None
+        return self
+
+    def _check_weights(self, names: list[str]) -> None:
+        weights = [arm.weight for arm in self.arms]
+        if self.policy.name != "fixed":
+            if any(weight is not None for weight in weights):
+                raise ValueError(
+                    f"arm weights are only used by policy 'fixed', not {self.policy.name!r}; "
+                    "remove them (a minimum share per arm is policy.params.floor)"
+                )
+            return
+        if "weights" in self.policy.params:
+            raise ValueError("set each arm's weight on the arm, not in policy.params.weights")
+        missing = [name for name, weight in zip(names, weights, strict=True) if weight is None]
+        if missing:
+            raise ValueError(f"policy 'fixed' needs a weight on every arm; missing: {missing}")
+        total = sum(weight or 0.0 for weight in weights)
+        if abs(total - 1.0) > 1e-9:
+            shown = ", ".join(f"{n}={w}" for n, w in zip(names, weights, strict=True))
+            raise ValueError(f"arm weights must add up to 1, they add up to {total:g} ({shown})")
+
+    @property
+    def arm_names(self) -> list[str]:
+        return [arm.name for arm in self.arms]
+
+    @property
+    def default(self) -> str:
+        """The arm that answers for a failing arm."""
+        return self.default_arm or self.arms[0].name
+
+    def policy_params(self, revision: int) -> dict[str, Any]:
+        """Policy parameters; a fixed split's weights come from the arms and its hashing salt
+        from (experiment, revision), so units are reshuffled only when the config changes."""
+        params = dict(self.policy.params)
+        if self.policy.name == "fixed":
+            params["weights"] = {arm.name: float(arm.weight or 0.0) for arm in self.arms}
+            params.setdefault("salt", f"{self.name}:{revision}")
+        return params
+
+
+class RouterConfig(StrictModel):
+    """The ingress: request limits, state sync cadence and feedback group commit."""
+
+    sync_interval_s: float = Field(0.1, gt=0.0, le=10.0)
+    sync_max_events: int = Field(256, ge=1)
+    feedback_commit_window_s: float = Field(0.005, ge=0.0, le=1.0)
+    max_batch_rows: int = Field(256, ge=1)
+    max_features: int = Field(10_000, ge=1)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    access_log: bool = Field(False, description="Serve's per-request log line on the router")
+    deployment: DeploymentOptions = DeploymentOptions(
+        num_replicas=1, max_ongoing_requests=256, ray_actor_options=ActorOptions(num_cpus=0.25)
+    )
+
+
+class AppConfig(StrictModel):
+    """Everything one bandit-serve application needs."""
+
+    data_dir: str | None = Field(None, description=f"default ${HOME_ENV} or ./var")
+    store_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir")
+    mlflow_tracking_uri: str | None = Field(None, description="default SQLite in data_dir")
+    check_models: bool = True
+    router: RouterConfig = RouterConfig()
+    experiments: list[ExperimentConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_experiments(self) -> AppConfig:
+        names = [experiment.name for experiment in self.experiments]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"experiment names must be unique; repeated: {duplicates}")
+        return self
+
+    def resolved(self) -> AppConfig:
+        """A copy with data_dir, store_url and mlflow_tracking_uri made absolute and explicit,
+        so every replica, wherever its working directory is, uses the same files."""
+        data_dir = Path(self.data_dir or os.environ.get(HOME_ENV) or "var").expanduser()
+        data_dir = data_dir.resolve()
+        return self.model_copy(
+            update={
+                "data_dir": str(data_dir),
+                "store_url": self.store_url or f"sqlite:///{data_dir / 'experiments.db'}",
+                "mlflow_tracking_uri": self.mlflow_tracking_uri
+                or f"sqlite:///{data_dir / 'mlflow.db'}",
+            }
+        )
+
+    def experiment(self, name: str) -> ExperimentConfig:
+        for experiment in self.experiments:
+            if experiment.name == name:
+                return experiment
+        raise KeyError(name)
+
+
+def format_location(loc: tuple[int | str, ...]) -> str:
+    """``('experiments', 0, 'arms', 1, 'weight')`` -> ``experiments[0].arms[1].weight``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part.startswith(("function-", "model-")):
+            continue  # pydantic's validator frames, not user keys
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def describe_validation_error(error: ValidationError) -> list[str]:
+    """One ``path: message`` line per problem, in the user's vocabulary."""
+    lines = []
+    for problem in error.errors():
+        location = format_location(tuple(problem["loc"]))
+        message = problem["msg"].removeprefix("Value error, ")
+        if message.startswith("policy.params: "):  # raised by the experiment's validator
+            location += ".policy.params"
+            message = message.removeprefix("policy.params: ")
+        if problem["type"] == "missing":
+            message = "required key is missing"
+        elif "input" in problem and problem["type"] not in ("value_error",):
+            shown = repr(problem["input"])
+            message += f" (got {shown[:80]})"
+        lines.append(f"{location}: {message}")
+    return lines
+
+
+def parse_config(args: dict[str, Any] | AppConfig) -> AppConfig:
+    """Validate the app's ``args`` into an :class:`AppConfig` with resolved paths.
+
+    Raises:
+        ConfigError: naming the path of every invalid value.
+    """
+    if isinstance(args, AppConfig):
+        return args.resolved()
+    if not isinstance(args, dict):
+        raise ConfigError(f"invalid bandit-serve config: expected a mapping, got {type(args)}")
+    try:
+        config = AppConfig.model_validate(args)
+    except ValidationError as error:
+        lines = "\n  ".join(describe_validation_error(error))
+        raise ConfigError(f"invalid bandit-serve config:\n  {lines}") from None
+    return config.resolved()

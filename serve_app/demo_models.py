@@ -1,0 +1,632 @@
+"""Demo models for the digits task, trained and registered in MLflow on first run.
+
+Three deliberately different classifiers (a linear model, a tree ensemble and a small
+torch MLP) are trained on scikit-learn's bundled ``load_digits`` data, so a bandit has
+arms whose accuracies really differ. All three share one output contract: given a
+float64 array of shape ``(n, 64)`` they return integer class labels.
+
+The module also holds the helpers the serving side needs for *any* MLflow model:
+:func:`load_model`, :func:`predict_labels` and :func:`model_exists`.
+
+MLflow keeps the tracking and registry URIs in process-wide state. Every function here
+sets them only for the duration of the call and restores the previous values afterwards,
+so importing or calling this module never redirects a caller's own MLflow logging.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, redirect_stderr
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+__all__ = [
+    "DIGITS_MODELS",
+    "EXPERIMENT_NAME",
+    "TorchDigitsClassifier",
+    "digits_split",
+    "load_model",
+    "model_exists",
+    "predict_labels",
+    "train_demo_models",
+]
+
+logger = logging.getLogger(__name__)
+
+DIGITS_MODELS: dict[str, str] = {
+    "logreg": "digits-logreg",
+    "forest": "digits-forest",
+    "mlp": "digits-mlp",
+}
+"""Arm name -> registered MLflow model name."""
+
+EXPERIMENT_NAME = "bandit-serve-demo"
+
+_N_FEATURES = 64
+_N_CLASSES = 10
+_HIDDEN = 32
+_MODEL_NAME_IN_RUN = "model"
+_STATE_DICT_KEY = "state_dict"
+
+# Pinning requirements skips MLflow's requirement inference, which imports the model in a
+# subprocess and costs several seconds per logged model.
+_SKLEARN_REQS = ["mlflow", "scikit-learn", "numpy", "skops"]
+_TORCH_REQS = ["mlflow", "torch", "numpy", "pandas"]
+
+_URI_LOCK = threading.RLock()
+_PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+# --------------------------------------------------------------------------- data
+
+
+def digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Split scikit-learn's bundled digits data into a stratified 70/30 train/test split.
+
+    Pixel intensities (0..16) are scaled to ``[0, 1]`` by dividing by 16.
+
+    Args:
+        seed: ``random_state`` of the split. Models trained with seed ``s`` must be
+            evaluated on ``digits_split(s)`` to keep the hold-out set unseen.
+
+    Returns:
+        ``(X_train, X_test, y_train, y_test)``; features are float64 of shape ``(n, 64)``,
+        labels are int64.
+
+    Example:
+        >>> X_train, X_test, y_train, y_test = digits_split(0)
+        >>> X_train.shape, X_test.shape, X_train.dtype
+        ((1257, 64), (540, 64), dtype('float64'))
+        >>> float(X_train.max()) <= 1.0
+        True
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    features = np.asarray(digits.data, dtype=np.float64) / 16.0
+    labels = np.asarray(digits.target, dtype=np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        features, labels, test_size=0.3, stratify=labels, random_state=seed
+    )
+    return x_train, x_test, y_train, y_test
+
+
+# --------------------------------------------------------------------------- torch model
+
+
+def _build_mlp() -> Any:
+    """The MLP architecture, 64 -> 32 -> 10, shared by training and loading."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Linear(_N_FEATURES, _HIDDEN),
+        nn.ReLU(),
+        nn.Linear(_HIDDEN, _N_CLASSES),
+    )
+
+
+class TorchDigitsClassifier(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc wrapper around the digits MLP.
+
+    The network weights travel as a logged artifact (a torch ``state_dict`` file); the
+    architecture is rebuilt from this module at load time. ``predict`` returns integer
+    labels, the same contract as the scikit-learn pyfunc models.
+    """
+
+    # MLflow wraps ``predict`` for type-hint validation when a subclass is created and warns
+    # (unfilterably) that ours has no hints; the logged signature describes the input instead.
+    _skip_type_hint_validation = True
+
+    def __init__(self) -> None:
+        self._net: Any = None
+
+    def load_context(self, context: Any) -> None:
+        """Rebuild the network and load its weights from the ``state_dict`` artifact."""
+        import torch
+
+        net = _build_mlp()
+        state = torch.load(context.artifacts[_STATE_DICT_KEY], weights_only=True)
+        net.load_state_dict(state)
+        net.eval()
+        self._net = net
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        """Classify rows of 64 pixel features.
+
+        Args:
+            context: MLflow model context (unused after ``load_context``).
+            model_input: numpy array or pandas DataFrame of shape ``(n, 64)``.
+            params: Unused; accepted for MLflow's ``predict`` contract.
+
+        Returns:
+            ``np.ndarray`` of int64 class labels, shape ``(n,)``.
+        """
+        import torch
+
+        if self._net is None:
+            self.load_context(context)
+        if hasattr(model_input, "to_numpy"):
+            model_input = model_input.to_numpy()
+        features = np.asarray(model_input, dtype=np.float32).reshape(-1, _N_FEATURES)
+        with torch.no_grad():
+            logits = self._net(torch.from_numpy(features))
+        return logits.argmax(dim=1).numpy().astype(np.int64)
+
+
+def _train_mlp(x_train: np.ndarray, y_train: np.ndarray, seed: int) -> Any:
+    """Train the MLP with Adam on mini-batches; deterministic for a given seed."""
+    import torch
+    from torch import nn
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        net = _build_mlp()
+        optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
+        loss_fn = nn.CrossEntropyLoss()
+        features = torch.from_numpy(x_train.astype(np.float32))
+        labels = torch.from_numpy(y_train.astype(np.int64))
+        generator = torch.Generator().manual_seed(seed)
+        batch_size = 64
+        for _epoch in range(30):
+            order = torch.randperm(len(features), generator=generator)
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                optimiser.zero_grad()
+                loss = loss_fn(net(features[idx]), labels[idx])
+                loss.backward()
+                optimiser.step()
+        net.eval()
+        return net
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+# --------------------------------------------------------------------------- mlflow state
+
+
+@contextmanager
+def _mlflow_uris(tracking_uri: str | None) -> Iterator[None]:
+    """Point MLflow's tracking and registry URIs at ``tracking_uri`` for a block.
+
+    The previous values (including "unset" and the environment variables MLflow mirrors
+    them into) are restored on exit. ``None`` leaves MLflow's configuration untouched.
+    """
+    if tracking_uri is None:
+        yield
+        return
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    with _URI_LOCK:
+        env_before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        tracking_before = getattr(tracking_utils, "_tracking_uri", None)
+        registry_before = getattr(registry_utils, "_registry_uri", None)
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(tracking_before)
+            registry_utils._registry_uri = registry_before
+            for key, value in env_before.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Turn off MLflow's artifact-download progress bars (noise in service logs)."""
+    before = os.environ.get(_PROGRESS_ENV)
+    os.environ[_PROGRESS_ENV] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_PROGRESS_ENV, None)
+        else:
+            os.environ[_PROGRESS_ENV] = before
+
+
+@contextmanager
+def _quiet_loggers(quiet: bool) -> Iterator[None]:
+    """Silence MLflow's and alembic's logging and progress bars for a block when ``quiet``."""
+    if not quiet:
+        yield
+        return
+    names = ("mlflow", "alembic")
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        # The registry announces new versions with bare prints to stderr.
+        with _no_progress_bars(), redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _latest_version(client: MlflowClient, name: str) -> str | None:
+    """Highest version number of a registered model, or None if it has none."""
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None
+    numbers = [int(v.version) for v in versions]
+    return str(max(numbers)) if numbers else None
+
+
+def _experiment_id(client: MlflowClient, artifact_dir: Path) -> str:
+    """Get or create the demo experiment with artifacts under ``artifact_dir``."""
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return str(experiment.experiment_id)
+    return str(client.create_experiment(EXPERIMENT_NAME, artifact_location=artifact_dir.as_uri()))
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_demo_models(
+    tracking_uri: str,
+    artifact_dir: str | Path,
+    *,
+    seed: int = 0,
+    force: bool = False,
+    quiet: bool = True,
+) -> dict[str, str]:
+    """Train, log and register the three digits demo models (idempotent).
+
+    If every model in :data:`DIGITS_MODELS` already has a registered version, nothing
+    is trained and the latest versions are returned. Otherwise only the missing models
+    are trained (all three when ``force``). Each run logs the test ``accuracy`` metric,
+    a model signature and an input example, and registers a new model version.
+
+    Args:
+        tracking_uri: MLflow tracking and registry URI, e.g. ``sqlite:////abs/mlflow.db``.
+        artifact_dir: Directory for the ``bandit-serve-demo`` experiment's artifacts.
+            Only used when the experiment is created; nothing goes to ``./mlruns``.
+        seed: Seed for the data split and for every model.
+        force: Retrain and register new versions even if versions exist.
+        quiet: Silence MLflow's and alembic's INFO logging while training.
+
+    Returns:
+        Arm name -> ``models:/<registered name>/<version>``.
+    """
+    artifact_path = Path(artifact_dir).resolve()
+    artifact_path.mkdir(parents=True, exist_ok=True)
+    with _quiet_loggers(quiet), _mlflow_uris(tracking_uri):
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        uris: dict[str, str] = {}
+        missing: list[str] = []
+        for arm, name in DIGITS_MODELS.items():
+            version = None if force else _latest_version(client, name)
+            if version is None:
+                missing.append(arm)
+            else:
+                uris[arm] = f"models:/{name}/{version}"
+        if not missing:
+            return uris
+
+        experiment_id = _experiment_id(client, artifact_path)
+        data = digits_split(seed)
+        for arm in missing:
+            started = time.perf_counter()
+            version, accuracy = _TRAINERS[arm](data, seed, experiment_id, DIGITS_MODELS[arm])
+            uris[arm] = f"models:/{DIGITS_MODELS[arm]}/{version}"
+            logger.info(
+                "trained %s: accuracy %.3f in %.1fs -> %s",
+                arm,
+                accuracy,
+                time.perf_counter() - started,
+                uris[arm],
+            )
+        return {arm: uris[arm] for arm in DIGITS_MODELS}
+
+
+_Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _train_sklearn(
+    estimator: Any,
+    data: _Split,
+    experiment_id: str,
+    name: str,
+    trusted_types: list[str] | None = None,
+) -> tuple[str, float]:
+    """Fit a scikit-learn estimator, log it (skops format) with its accuracy, register it."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    x_train, x_test, y_train, y_test = data
+    estimator.fit(x_train, y_train)
+    predictions = np.asarray(estimator.predict(x_test), dtype=np.int64)
+    accuracy = float(np.mean(predictions == y_test))
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name):
+        mlflow.log_params({"estimator": type(estimator).__name__, **_short_params(estimator)})
+        mlflow.log_metric("accuracy", accuracy)
+        info = mlflow.sklearn.log_model(
+            estimator,
+            name=_MODEL_NAME_IN_RUN,
+            signature=infer_signature(x_test[:5], predictions[:5]),
+            input_example=x_test[:2],
+            registered_model_name=name,
+            pip_requirements=_SKLEARN_REQS,
+            skops_trusted_types=trusted_types,
+        )
+    return str(info.registered_model_version), accuracy
+
+
+def _short_params(estimator: Any) -> dict[str, Any]:
+    """The estimator parameters worth logging (scalars only)."""
+    return {
+        k: v
+        for k, v in estimator.get_params().items()
+        if isinstance(v, int | float | str | bool) and k in {"max_iter", "n_estimators", "C"}
+    }
+
+
+def _train_logreg(data: _Split, seed: int, experiment_id: str, name: str) -> tuple[str, float]:
+    from sklearn.linear_model import LogisticRegression
+
+    return _train_sklearn(LogisticRegression(max_iter=2000), data, experiment_id, name)
+
+
+def _train_forest(data: _Split, seed: int, experiment_id: str, name: str) -> tuple[str, float]:
+    from sklearn.ensemble import RandomForestClassifier
+
+    forest = RandomForestClassifier(n_estimators=60, random_state=seed, n_jobs=1)
+    # skops refuses tree node storage unless trusted; we wrote this file ourselves.
+    trusted = ["sklearn.tree._tree.Tree"]
+    return _train_sklearn(forest, data, experiment_id, name, trusted)
+
+
+def _train_torch(data: _Split, seed: int, experiment_id: str, name: str) -> tuple[str, float]:
+    """Train the MLP, save its state dict and log it as a :class:`TorchDigitsClassifier`."""
+    import torch
+    from mlflow.models import infer_signature
+
+    x_train, x_test, y_train, y_test = data
+    net = _train_mlp(x_train, y_train, seed)
+    with torch.no_grad():
+        logits = net(torch.from_numpy(x_test.astype(np.float32)))
+    predictions = logits.argmax(dim=1).numpy().astype(np.int64)
+    accuracy = float(np.mean(predictions == y_test))
+    with (
+        tempfile.TemporaryDirectory(prefix="digits-mlp-") as tmp,
+        mlflow.start_run(experiment_id=experiment_id, run_name=name),
+    ):
+        state_path = Path(tmp) / "state_dict.pt"
+        torch.save(net.state_dict(), state_path)
+        mlflow.log_params({"estimator": "torch-mlp", "hidden": _HIDDEN, "epochs": 30})
+        mlflow.log_metric("accuracy", accuracy)
+        info = mlflow.pyfunc.log_model(
+            name=_MODEL_NAME_IN_RUN,
+            python_model=TorchDigitsClassifier(),
+            artifacts={_STATE_DICT_KEY: str(state_path)},
+            signature=infer_signature(x_test[:5], predictions[:5]),
+            input_example=x_test[:2],
+            registered_model_name=name,
+            pip_requirements=_TORCH_REQS,
+        )
+    return str(info.registered_model_version), accuracy
+
+
+_TRAINERS = {"logreg": _train_logreg, "forest": _train_forest, "mlp": _train_torch}
+
+
+# --------------------------------------------------------------------------- serving helpers
+
+
+def load_model(uri: str, tracking_uri: str | None = None) -> mlflow.pyfunc.PyFuncModel:
+    """Load any MLflow model as a pyfunc model.
+
+    Args:
+        uri: An MLflow model URI: ``models:/name/1``, ``models:/name@alias``,
+            ``runs:/<run id>/model``, or a local path (plain or ``file://``).
+        tracking_uri: Tracking and registry URI used to resolve ``models:/`` and
+            ``runs:/`` URIs; None uses MLflow's current configuration.
+
+    Returns:
+        The loaded ``mlflow.pyfunc.PyFuncModel``.
+    """
+    with _mlflow_uris(tracking_uri), _no_progress_bars():
+        return mlflow.pyfunc.load_model(uri)
+
+
+def predict_labels(model: Any, features: np.ndarray) -> list[Any]:
+    """Predict and return plain, JSON-serialisable Python values.
+
+    If the model's signature is a tensor spec, ``features`` are cast to its dtype first
+    (so integer pixel lists work against a float64 model).
+
+    Args:
+        model: A pyfunc model (anything with ``predict``).
+        features: Array of shape ``(n, n_features)``.
+
+    Returns:
+        One prediction per row: a Python list of ints, floats, strings or nested lists.
+    """
+    features = np.asarray(features)
+    dtype = _tensor_input_dtype(model)
+    if dtype is not None and features.dtype != dtype:
+        features = features.astype(dtype)
+    return _to_python_list(model.predict(features))
+
+
+def _tensor_input_dtype(model: Any) -> np.dtype | None:
+    """The numpy dtype of a single-tensor input signature, else None."""
+    metadata = getattr(model, "metadata", None)
+    if metadata is None:
+        return None
+    try:
+        schema = metadata.get_input_schema()
+        if schema is None or not schema.is_tensor_spec() or len(schema.inputs) != 1:
+            return None
+        return np.dtype(schema.numpy_types()[0])
+    except (AttributeError, TypeError, MlflowException):
+        return None
+
+
+def _to_python_list(output: Any) -> list[Any]:
+    """Convert model output (ndarray, Series, DataFrame, list, tensor) to a plain list."""
+    if hasattr(output, "columns") and hasattr(output, "to_numpy"):  # DataFrame
+        if len(output.columns) == 1:
+            output = output.iloc[:, 0]
+        else:
+            return [_to_python(row) for row in output.to_numpy(dtype=object)]
+    if hasattr(output, "to_numpy"):  # Series
+        output = output.to_numpy()
+    if hasattr(output, "detach"):  # torch tensor
+        output = output.detach().cpu().numpy()
+    if isinstance(output, np.ndarray):
+        output = list(output) if output.dtype == object else output.tolist()
+    if isinstance(output, Mapping):
+        return [_to_python(output)]
+    if isinstance(output, list | tuple):
+        return [_to_python(item) for item in output]
+    return [_to_python(output)]
+
+
+def _to_python(value: Any) -> Any:
+    """Recursively turn numpy scalars and arrays into Python builtins."""
+    if isinstance(value, np.ndarray):
+        return [_to_python(item) for item in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(k): _to_python(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_python(item) for item in value]
+    return value
+
+
+# --------------------------------------------------------------------------- existence check
+
+
+def model_exists(uri: str, tracking_uri: str | None) -> str | None:
+    """Check that a model URI resolves, without loading the model.
+
+    Args:
+        uri: An MLflow model URI (``models:/``, ``runs:/``, local path or ``file://``).
+        tracking_uri: Tracking and registry URI; None uses MLflow's configuration.
+
+    Returns:
+        None if the model exists, else a one-line message saying what is missing.
+        Never raises for a missing model.
+    """
+    where = tracking_uri if tracking_uri is not None else mlflow.get_tracking_uri()
+    try:
+        with _mlflow_uris(tracking_uri), _no_progress_bars():
+            return _model_missing(uri, tracking_uri, where)
+    except Exception as exc:  # a broken store must not crash app startup with a traceback
+        return f"cannot check model {uri!r} in {where}: {_first_line(exc)}"
+
+
+def _model_missing(uri: str, tracking_uri: str | None, where: str) -> str | None:
+    scheme = urlparse(uri).scheme
+    if scheme == "models":
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        return _registered_missing(client, uri, where)
+    if scheme == "runs":
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        return _run_missing(client, uri, where)
+    if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
+        path = Path(unquote(urlparse(uri).path)) if scheme == "file" else Path(uri)
+        if not path.exists():
+            return f"model path {str(path)!r} does not exist"
+        if not (path / "MLmodel").is_file():
+            return f"model path {str(path)!r} has no MLmodel file"
+        return None
+    return _generic_missing(uri)
+
+
+def _registered_missing(client: MlflowClient, uri: str, where: str) -> str | None:
+    """Check ``models:/name/version``, ``models:/name@alias``, stages and ``latest``."""
+    body = uri[len("models:/") :].strip("/")
+    if "@" in body:
+        name, alias = body.rsplit("@", 1)
+        if (msg := _registered_model_missing(client, name, where)) is not None:
+            return msg
+        try:
+            client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return f"registered model {name!r} has no alias {alias!r} in {where}"
+        return None
+    if "/" not in body:  # models:/<logged model id> (MLflow 3)
+        try:
+            client.get_logged_model(body)
+        except MlflowException:
+            return f"logged model {body!r} does not exist in {where}"
+        return None
+    name, selector = body.rsplit("/", 1)
+    if (msg := _registered_model_missing(client, name, where)) is not None:
+        return msg
+    if selector.isdigit():
+        try:
+            client.get_model_version(name, selector)
+        except MlflowException:
+            return f"registered model {name!r} has no version {selector} in {where}"
+        return None
+    if selector.lower() == "latest":
+        if _latest_version(client, name) is None:
+            return f"registered model {name!r} has no versions in {where}"
+        return None
+    return _generic_missing(uri)  # a stage name such as "Production"
+
+
+def _registered_model_missing(client: MlflowClient, name: str, where: str) -> str | None:
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        return f"registered model {name!r} does not exist in {where}"
+    return None
+
+
+def _run_missing(client: MlflowClient, uri: str, where: str) -> str | None:
+    """Check ``runs:/<run id>/<path>``: the run exists and has a model at that path."""
+    body = uri[len("runs:/") :].strip("/")
+    run_id, _, model_path = body.partition("/")
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        return f"run {run_id!r} does not exist in {where}"
+    if model_path:
+        return _generic_missing(uri)
+    return None
+
+
+def _generic_missing(uri: str) -> str | None:
+    """Fallback: ask MLflow to read the model's MLmodel file."""
+    from mlflow.models import get_model_info
+
+    try:
+        get_model_info(uri)
+    except Exception as exc:
+        return f"cannot resolve model {uri!r}: {_first_line(exc)}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,128 @@
+"""A real local Ray Serve, started once per test session, serving one bandit-serve app.
+
+Ray gets a small fixed CPU count (the machines have 2 cores) and every deployment a fractional
+CPU; HTTP listens on a free port on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+APP_NAME = "bandit-serve-e2e"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def arm(name: str, uri: str, **extra: Any) -> dict[str, Any]:
+    deployment = {
+        "num_replicas": 1,
+        "max_ongoing_requests": 64,
+        "ray_actor_options": {"num_cpus": 0.1},
+    }
+    return {"name": name, "model_uri": uri, "deployment": deployment, **extra}
+
+
+def e2e_args(demo_store: dict[str, Any], data_dir: str) -> dict[str, Any]:
+    uris = demo_store["uris"]
+    return {
+        "data_dir": data_dir,
+        "mlflow_tracking_uri": demo_store["tracking_uri"],
+        "router": {
+            "sync_interval_s": 0.05,
+            "max_batch_rows": 64,
+            "deployment": {
+                "num_replicas": 1,
+                "max_ongoing_requests": 128,
+                "ray_actor_options": {"num_cpus": 0.1},
+            },
+        },
+        "experiments": [
+            {
+                "name": "ts",
+                "policy": {"name": "thompson", "params": {"floor": 0.0}},
+                "seed": 0,
+                "arms": [arm("logreg", uris["logreg"]), arm("forest", uris["forest"])],
+            },
+            {
+                "name": "split",
+                "policy": {"name": "fixed"},
+                "arms": [
+                    arm("logreg", uris["logreg"], weight=0.7),
+                    arm("forest", uris["forest"], weight=0.3),
+                ],
+            },
+            {
+                "name": "short",
+                "policy": {"name": "fixed"},
+                "feedback_window_s": 1.0,
+                "arms": [
+                    arm("logreg", uris["logreg"], weight=0.5),
+                    arm("forest", uris["forest"], weight=0.5),
+                ],
+            },
+            {
+                "name": "revenue",
+                "reward": "continuous",
+                "policy": {"name": "gaussian_thompson", "params": {"floor": 0.1}},
+                "arms": [arm("logreg", uris["logreg"]), arm("mlp", uris["mlp"])],
+            },
+        ],
+    }
+
+
+@pytest.fixture(scope="session")
+def serve_url() -> Iterator[str]:
+    """Ray and Serve for the whole session, shut down at the end."""
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def app_url(
+    serve_url: str, demo_store: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The bandit-serve app with four experiments, deployed once for all e2e tests."""
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    data_dir = str(tmp_path_factory.mktemp("bandit-serve"))
+    serve.run(build_app(e2e_args(demo_store, data_dir)), name=APP_NAME, route_prefix="/")
+    wait_healthy(serve_url)
+    yield serve_url
+    serve.delete(APP_NAME)
+
+
+def wait_healthy(url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url}/healthz did not answer within {timeout_s} s")
+
+
+@pytest.fixture
+def client(app_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=app_url, timeout=30) as http:
+        yield http

@@ -1,0 +1,156 @@
+"""The config schema: valid configs parse, every mistake names its path."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from serve_app.config import HOME_ENV, AppConfig, parse_config
+from serve_app.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def local_args() -> dict[str, Any]:
+    document = yaml.safe_load((ROOT / "configs" / "local.yaml").read_text())
+    return copy.deepcopy(document["applications"][0]["args"])
+
+
+def error_of(args: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(args)
+    return str(caught.value)
+
+
+def test_shipped_config_parses_and_resolves_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv(HOME_ENV, str(tmp_path))
+    config = parse_config(local_args())
+    assert isinstance(config, AppConfig)
+    assert config.data_dir == str(tmp_path.resolve())
+    assert config.store_url == f"sqlite:///{tmp_path.resolve() / 'experiments.db'}"
+    assert config.mlflow_tracking_uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert [e.name for e in config.experiments] == ["digits", "digits-ab"]
+    assert config.experiments[0].default == "logreg"
+
+
+def test_fixed_split_params_come_from_arm_weights():
+    config = parse_config(local_args())
+    params = config.experiment("digits-ab").policy_params(revision=3)
+    assert params == {"weights": {"logreg": 0.5, "forest": 0.5}, "salt": "digits-ab:3"}
+
+
+def test_misspelled_key_is_named_with_a_suggestion():
+    args = local_args()
+    arm = args["experiments"][1]["arms"][0]
+    arm["wieght"] = arm.pop("weight")
+    message = error_of(args)
+    assert "experiments[1].arms[0]: unknown key 'wieght'; did you mean 'weight'?" in message
+
+
+def test_unknown_top_level_key():
+    args = local_args()
+    args["experimentz"] = []
+    assert "unknown key 'experimentz'; did you mean 'experiments'?" in error_of(args)
+
+
+def test_weights_must_add_up():
+    args = local_args()
+    args["experiments"][1]["arms"][0]["weight"] = 0.6
+    message = error_of(args)
+    assert "experiments[1]: arm weights must add up to 1, they add up to 1.1" in message
+    assert "logreg=0.6, forest=0.5" in message
+
+
+def test_fixed_split_needs_every_weight():
+    args = local_args()
+    del args["experiments"][1]["arms"][1]["weight"]
+    assert "needs a weight on every arm; missing: ['forest']" in error_of(args)
+
+
+def test_weights_rejected_for_bandit_policies():
+    args = local_args()
+    args["experiments"][0]["arms"][0]["weight"] = 0.5
+    assert "only used by policy 'fixed'" in error_of(args)
+
+
+def test_unknown_policy_suggests_the_closest():
+    args = local_args()
+    args["experiments"][0]["policy"]["name"] = "thomson"
+    message = error_of(args)
+    assert "experiments[0].policy: unknown policy 'thomson'; did you mean 'thompson'?" in message
+
+
+def test_bad_policy_parameter_is_named():
+    args = local_args()
+    args["experiments"][0]["policy"]["params"] = {"floor": 0.9}
+    message = error_of(args)
+    assert "experiments[0].policy.params:" in message
+    assert "floor" in message
+
+
+def test_unknown_policy_parameter_is_named():
+    args = local_args()
+    args["experiments"][0]["policy"]["params"] = {"flor": 0.1}
+    assert "unknown parameter 'flor'" in error_of(args)
+
+
+def test_reward_model_must_match_policy():
+    args = local_args()
+    args["experiments"][0]["reward"] = "continuous"
+    message = error_of(args)
+    assert "policy 'thompson' learns binary rewards" in message
+    assert "use gaussian_thompson" in message
+
+
+def test_missing_model_uri_and_too_few_arms():
+    args = local_args()
+    del args["experiments"][0]["arms"][0]["model_uri"]
+    args["experiments"][1]["arms"] = args["experiments"][1]["arms"][:1]
+    message = error_of(args)
+    assert "experiments[0].arms[0].model_uri: required key is missing" in message
+    assert "experiments[1].arms: List should have at least 2 items" in message
+
+
+def test_duplicate_names():
+    args = local_args()
+    args["experiments"][0]["arms"][1]["name"] = "logreg"
+    assert "experiments[0]: arm names must be unique; repeated: logreg" in error_of(args)
+    args = local_args()
+    args["experiments"][1]["name"] = "digits"
+    assert "experiment names must be unique; repeated: ['digits']" in error_of(args)
+
+
+def test_default_arm_must_exist():
+    args = local_args()
+    args["experiments"][0]["default_arm"] = "svm"
+    assert "default_arm 'svm' is not one of the arms" in error_of(args)
+
+
+def test_wrong_types_and_ranges():
+    args = local_args()
+    args["router"]["sync_interval_s"] = "fast"
+    args["router"]["max_batch_rows"] = 0
+    args["experiments"][0]["name"] = "has space"
+    message = error_of(args)
+    assert "router.sync_interval_s: Input should be a valid number" in message
+    assert "router.max_batch_rows: Input should be greater than or equal to 1" in message
+    assert "experiments[0].name: String should match pattern" in message
+
+
+def test_scaling_modes_are_exclusive_and_autoscaling_is_checked():
+    args = local_args()
+    deployment = args["experiments"][0]["arms"][1]["deployment"]
+    deployment["num_replicas"] = 2
+    assert "give num_replicas or autoscaling_config, not both" in error_of(args)
+    del deployment["num_replicas"]
+    deployment["autoscaling_config"] = {"min_replicas": 3, "max_replicas": 1}
+    assert "autoscaling_config" in error_of(args)
+
+
+def test_config_must_be_a_mapping():
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        parse_config(["not", "a", "mapping"])  # type: ignore[arg-type]
