@@ -183,9 +183,11 @@ class Policy(ABC):
             KeyError: A delta names an unknown arm (nothing is applied then).
         """
         self._check_known(deltas)
+        previous = self._learned()
         for arm, delta in deltas.items():
             self._stats[arm] = self._stats[arm] + delta
-        self._stats_changed()
+        if self._learned() != previous:
+            self._stats_changed()
 
     def set_stats(self, stats: Mapping[str, ArmStats]) -> None:
         """Replace the statistics with a merged snapshot; arms it omits get zero stats.
@@ -196,8 +198,10 @@ class Policy(ABC):
             KeyError: The snapshot names an unknown arm (nothing is replaced then).
         """
         self._check_known(stats)
+        previous = self._learned()
         self._stats = {arm: stats.get(arm, ArmStats()) for arm in self.arms}
-        self._stats_changed()
+        if self._learned() != previous:
+            self._stats_changed()
 
     def _check_known(self, stats: Mapping[str, ArmStats]) -> None:
         for arm, value in stats.items():
@@ -206,8 +210,14 @@ class Policy(ABC):
             if not isinstance(value, ArmStats):
                 raise TypeError(f"stats for arm {arm!r} must be ArmStats, got {value!r}")
 
+    def _learned(self) -> tuple[tuple[int, float, float], ...]:
+        # Policies learn from feedback only; pull counts change with every router sync and
+        # must not force a Monte Carlo recomputation of the weights.
+        return tuple((s.feedback, s.reward_sum, s.reward_sum_squares) for s in self._stats.values())
+
     def _stats_changed(self) -> None:
-        """Hook: drop anything derived from the stats. Overrides must call super()."""
+        """Hook: drop anything derived from the learned statistics (feedback and rewards,
+        not pull counts). Overrides must call super()."""
         self._weights_cache = None
 
     # ----------------------------------------------------------------- decisions
