@@ -17,7 +17,7 @@ from typing import Any
 
 from ray.serve import Application
 
-from serve_app.config import AppConfig, ArmConfig, ExperimentConfig, parse_config
+from serve_app.config import AppConfig, ArmConfig, ExperimentConfig, ShadowConfig, parse_config
 from serve_app.errors import ConfigError
 from serve_app.model_arm import ModelArm
 from serve_app.router import Router
@@ -38,33 +38,41 @@ def build_app(args: dict[str, Any]) -> Application:
         config = check_models(config)
     payload = config.model_dump(mode="json")
     state = ExperimentState.options(name=STATE_DEPLOYMENT).bind(payload)
-    arms = _bind_arms(config)
+    arms, shadows = _bind_models(config)
     router = Router.options(
         name=ROUTER_DEPLOYMENT,
         logging_config={"enable_access_log": config.router.access_log},
         **config.router.deployment.serve_options(),
     )
-    return router.bind(payload, state, arms)
+    return router.bind(payload, state, arms, shadows)
 
 
-def _bind_arms(config: AppConfig) -> dict[str, dict[str, Application]]:
+def _bind_models(
+    config: AppConfig,
+) -> tuple[dict[str, dict[str, Application]], dict[str, dict[str, Application]]]:
+    """One deployment per distinct (model URI, deployment options), for arms and shadows."""
     shared: dict[str, Application] = {}
     arms: dict[str, dict[str, Application]] = {}
+    shadows: dict[str, dict[str, Application]] = {}
     for experiment in config.experiments:
-        for arm in experiment.arms:
-            key = json.dumps([arm.model_uri, arm.deployment.model_dump(mode="json")])
+        members = [(arms, arm) for arm in experiment.arms]
+        members += [(shadows, shadow) for shadow in experiment.shadows]
+        for target, model in members:
+            key = json.dumps([model.model_uri, model.deployment.model_dump(mode="json")])
             if key not in shared:
-                shared[key] = _bind_arm(config, experiment, arm)
-            arms.setdefault(experiment.name, {})[arm.name] = shared[key]
-    return arms
+                shared[key] = _bind_model(config, experiment, model)
+            target.setdefault(experiment.name, {})[model.name] = shared[key]
+    return arms, shadows
 
 
-def _bind_arm(config: AppConfig, experiment: ExperimentConfig, arm: ArmConfig) -> Application:
-    options = arm.deployment.serve_options()
-    if arm.deployment.batching is not None:
-        options["user_config"] = {"batching": arm.deployment.batching.model_dump()}
-    deployment = ModelArm.options(name=f"model-{experiment.name}-{arm.name}", **options)
-    return deployment.bind(arm.model_uri, config.mlflow_tracking_uri)
+def _bind_model(
+    config: AppConfig, experiment: ExperimentConfig, model: ArmConfig | ShadowConfig
+) -> Application:
+    options = model.deployment.serve_options()
+    if model.deployment.batching is not None:
+        options["user_config"] = {"batching": model.deployment.batching.model_dump()}
+    deployment = ModelArm.options(name=f"model-{experiment.name}-{model.name}", **options)
+    return deployment.bind(model.model_uri, config.mlflow_tracking_uri)
 
 
 def check_models(config: AppConfig) -> AppConfig:

@@ -25,6 +25,8 @@ from serve_app.errors import ConfigError
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 HOME_ENV = "BANDIT_SERVE_HOME"
 SECRET_ENV = "BANDIT_SERVE_SECRET"
+CONTROL_TOKEN_ENV = "BANDIT_SERVE_CONTROL_TOKEN"
+DATA_TOKEN_ENV = "BANDIT_SERVE_DATA_TOKEN"
 
 # Which reward model each policy learns with; policies absent here work with either.
 POLICY_REWARDS = {"thompson": "binary", "gaussian_thompson": "continuous"}
@@ -113,6 +115,16 @@ class ArmConfig(StrictModel):
     deployment: DeploymentOptions = DeploymentOptions()
 
 
+class ShadowConfig(StrictModel):
+    """A model that receives a mirrored copy of a share of the requests; its answers are
+    dropped, its latency, errors and agreement with the served prediction are recorded."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    model_uri: str = Field(min_length=1)
+    percent: float = Field(100.0, ge=0.0, le=100.0, description="share of requests mirrored")
+    deployment: DeploymentOptions = DeploymentOptions()
+
+
 class PolicyConfig(StrictModel):
     """A policy from the registry and its parameters (validated by the policy itself)."""
 
@@ -142,6 +154,12 @@ class ExperimentConfig(StrictModel):
     feedback_window_s: float = Field(7 * 24 * 3600.0, gt=0.0)
     n_features: int | None = Field(None, ge=1, description="inferred from the model signature")
     seed: int | None = None
+    sticky_assignments: bool = Field(
+        False,
+        description="store each unit's first arm and keep it there (for bandits, whose "
+        "weights move); costs one state call per new unit per router replica",
+    )
+    shadows: list[ShadowConfig] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
@@ -149,6 +167,10 @@ class ExperimentConfig(StrictModel):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"arm names must be unique; repeated: {', '.join(duplicates)}")
+        clashes = sorted({shadow.name for shadow in self.shadows} & set(names))
+        shadow_names = [shadow.name for shadow in self.shadows]
+        if clashes or len(set(shadow_names)) != len(shadow_names):
+            raise ValueError(f"shadow names must be unique and differ from arm names: {clashes}")
         if self.default_arm is not None and self.default_arm not in names:
             raise ValueError(f"default_arm {self.default_arm!r} is not one of the arms {names}")
         wanted = POLICY_REWARDS.get(self.policy.name)
@@ -203,6 +225,30 @@ class ExperimentConfig(StrictModel):
         return params
 
 
+class CircuitConfig(StrictModel):
+    """Per-arm circuit breaker: open after consecutive failures, probe after a cool-down."""
+
+    failure_threshold: int = Field(5, ge=1)
+    cooldown_s: float = Field(10.0, gt=0.0)
+
+
+class AuthConfig(StrictModel):
+    """Bearer tokens. Control endpoints always need one; prediction and feedback only with
+    ``protect_data_plane``. Tokens come from the environment (or, discouraged, the config)."""
+
+    control_token: str | None = Field(None, min_length=16, repr=False)
+    control_token_env: str = CONTROL_TOKEN_ENV
+    protect_data_plane: bool = False
+    data_token: str | None = Field(None, min_length=16, repr=False)
+    data_token_env: str = DATA_TOKEN_ENV
+
+    def tokens(self) -> tuple[str | None, str | None]:
+        """(control token, data token) from the config or else the environment."""
+        control = self.control_token or os.environ.get(self.control_token_env) or None
+        data = self.data_token or os.environ.get(self.data_token_env) or None
+        return control, data
+
+
 class RouterConfig(StrictModel):
     """The ingress: request limits, state sync cadence and feedback group commit."""
 
@@ -213,6 +259,10 @@ class RouterConfig(StrictModel):
     max_features: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     access_log: bool = Field(False, description="Serve's per-request log line on the router")
+    feedback_commit_timeout_s: float = Field(10.0, gt=0.0, description="503 after this")
+    mirror_max_in_flight: int = Field(32, ge=1, description="shadow calls beyond are dropped")
+    replica_check_interval_s: float = Field(2.0, gt=0.0)
+    circuit: CircuitConfig = CircuitConfig()
     deployment: DeploymentOptions = DeploymentOptions(
         num_replicas=1, max_ongoing_requests=256, ray_actor_options=ActorOptions(num_cpus=0.25)
     )
@@ -225,6 +275,7 @@ class AppConfig(StrictModel):
     store_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir")
     mlflow_tracking_uri: str | None = Field(None, description="default SQLite in data_dir")
     check_models: bool = True
+    auth: AuthConfig = AuthConfig()
     router: RouterConfig = RouterConfig()
     experiments: list[ExperimentConfig] = Field(min_length=1)
 

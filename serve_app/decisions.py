@@ -38,9 +38,9 @@ VERSION = "v1"
 class DecisionToken:
     """What one routing decision committed to.
 
-    ``fallback`` marks a response served by the default arm because the chosen arm failed;
-    its feedback is stored but kept out of the bandit's learning (the policy did not choose
-    that arm with the logged propensity).
+    ``learned`` is False when the policy did not choose the arm with the logged propensity —
+    a fallback answer by the default arm, a forced arm, an experiment that is paused or
+    concluded — so its feedback is stored but kept out of the bandit's learning.
     """
 
     experiment: str
@@ -49,11 +49,11 @@ class DecisionToken:
     propensity: float
     issued_at: float
     nonce: str
-    fallback: bool = False
+    learned: bool = True
 
     @classmethod
     def issue(
-        cls, experiment: str, revision: int, arm: str, propensity: float, *, fallback: bool = False
+        cls, experiment: str, revision: int, arm: str, propensity: float, *, learned: bool = True
     ) -> DecisionToken:
         """A new token with the current time and a 96-bit random nonce."""
         # Rounded as serialised, so a verified token equals the issued one.
@@ -64,7 +64,7 @@ class DecisionToken:
             round(propensity, 6),
             round(time.time(), 3),
             secrets.token_hex(12),
-            fallback,
+            learned,
         )
 
     def check_age(self, window_s: float, *, now: float | None = None) -> None:
@@ -100,8 +100,8 @@ def sign(token: DecisionToken, secret: bytes) -> str:
         "t": round(token.issued_at, 3),
         "n": token.nonce,
     }
-    if token.fallback:
-        payload["f"] = 1
+    if not token.learned:
+        payload["l"] = 0
     body = _b64encode(json.dumps(payload, separators=(",", ":")).encode())
     signed_part = f"{VERSION}.{body}"
     return f"{signed_part}.{_signature(secret, signed_part)}"
@@ -115,7 +115,7 @@ def verify(decision_id: str, secret: bytes) -> DecisionToken:
         ForgedDecision: the signature does not match the payload (403).
     """
     parts = decision_id.split(".")
-    if len(parts) != 3 or parts[0] != VERSION:
+    if not decision_id.isascii() or len(parts) != 3 or parts[0] != VERSION:
         raise InvalidDecision(
             "decision_id is not a decision id issued by /predict", field="decision_id"
         )
@@ -134,7 +134,7 @@ def verify(decision_id: str, secret: bytes) -> DecisionToken:
             propensity=float(payload["p"]),
             issued_at=float(payload["t"]),
             nonce=str(payload["n"]),
-            fallback=bool(payload.get("f", 0)),
+            learned=bool(payload.get("l", 1)),
         )
     except (ValueError, KeyError, TypeError, binascii.Error) as error:
         # A valid signature over a bad payload means a key leak or a bug: still only a 400.

@@ -11,9 +11,12 @@ Exception tree::
     ├── InvalidRequest          422  a field has the wrong type, shape or value
     ├── PayloadTooLarge         413  body, batch or feature count over the configured limit
     ├── InvalidDecision         400  a decision id that is not one of ours (malformed)
+    ├── Unauthorized            401  no bearer token where one is required
+    ├── Forbidden               403  a bearer token that is not accepted, or a disabled endpoint
     ├── ForgedDecision          403  a decision id whose signature does not verify
     ├── NotFound                404  unknown experiment
     ├── DuplicateFeedback       409  feedback for a decision that already has some
+    ├── Conflict                409  a control action that does not apply in the current state
     ├── ExpiredDecision         410  feedback after the attribution window
     └── Unavailable             503  a dependency is down; safe to retry
     ConfigError (ValueError)         invalid app config, raised at startup
@@ -58,6 +61,21 @@ class PayloadTooLarge(BanditServeError):
 class InvalidDecision(BanditServeError):
     status = 400
     code = "invalid_decision_id"
+
+
+class Unauthorized(BanditServeError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(BanditServeError):
+    status = 403
+    code = "forbidden"
+
+
+class Conflict(BanditServeError):
+    status = 409
+    code = "conflict"
 
 
 class ForgedDecision(BanditServeError):

@@ -1,12 +1,13 @@
 """The ingress: parse, decide, call, record.
 
 Per prediction the router touches no shared state: the policy selects on a local snapshot of
-the merged posterior (microseconds), the chosen arm's deployment answers, and the decision is
-counted in a local buffer. A background task syncs the buffer with the experiment-state
-deployment every ``sync_interval_s`` or ``sync_max_events`` decisions and takes the merged
-snapshot back. Feedback is different: it is acknowledged only once durable, so concurrent
-feedback requests are collected for ``feedback_commit_window_s`` and committed in one call
-(group commit), then all of them answer.
+the merged posterior (microseconds), the chosen arm's deployment answers (or, when it fails,
+the default arm), a share of requests is mirrored to shadow models without waiting for them,
+and the decision is counted in a local buffer. A background task syncs the buffer with the
+experiment-state deployment every ``sync_interval_s`` or ``sync_max_events`` decisions and
+takes the merged snapshot back. Feedback is different: it is acknowledged only once durable,
+so concurrent feedback requests are collected for ``feedback_commit_window_s`` and committed
+in one call (group commit), then all of them answer.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoint annotations.
@@ -15,102 +16,53 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import defaultdict
-from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from collections import OrderedDict
+from dataclasses import asdict
+from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from fastapi import Request
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from bandits import ArmStats, Policy, make_policy
-from serve_app.config import AppConfig, ExperimentConfig, format_location
+from serve_app.auth import check_bearer
+from serve_app.config import AppConfig, ExperimentConfig
+from serve_app.counters import CountBuffer
 from serve_app.decisions import DecisionToken, sign, verify
 from serve_app.errors import (
     BanditServeError,
+    Conflict,
     DuplicateFeedback,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
     Unavailable,
 )
+from serve_app.http_app import ERRORS, app, json_body, parse_body
+from serve_app.routing import Route, RoutedExperiment
 from serve_app.schemas import (
-    ErrorBody,
+    AuditEntry,
+    ControlRequest,
     ExperimentList,
     ExperimentSummary,
     FeedbackRequest,
     FeedbackResponse,
     PredictRequest,
     PredictResponse,
+    PromoteRequest,
+    WeightsRequest,
 )
 from serve_app.store import FeedbackRecord
 
 logger = logging.getLogger("ray.serve")
 
-ERRORS = {status: {"model": ErrorBody} for status in (400, 403, 404, 409, 410, 413, 422, 503)}
-
-app = FastAPI(
-    title="bandit-serve",
-    summary="A/B tests and multi-armed bandits for ML models on Ray Serve",
-    version="0.1.0",
-)
-
-
-@app.exception_handler(BanditServeError)
-async def _project_error(_request: Request, error: BanditServeError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if error.status == 503 else None
-    return JSONResponse(error.to_json(), status_code=error.status, headers=headers)
-
-
-@app.exception_handler(RequestValidationError)
-async def _validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
-    problems = []
-    for problem in error.errors():
-        location = tuple(part for part in problem["loc"] if part != "body")
-        if problem["type"] == "json_invalid":
-            problems.append({"field": "body", "message": f"not valid JSON: {problem['msg']}"})
-            continue
-        field = format_location(location) if location else "body"
-        message = problem["msg"]
-        if problem["type"] == "missing":
-            message = "required field is missing"
-        elif problem["type"] == "extra_forbidden":
-            message = "unknown field"
-        problems.append({"field": field, "message": message})
-    first = problems[0] if problems else {"field": "body", "message": "invalid request"}
-    body = InvalidRequest(f"{first['field']}: {first['message']}", field=first["field"])
-    return JSONResponse({**body.to_json(), "problems": problems}, status_code=422)
-
-
-BodyT = TypeVar("BodyT", bound=BaseModel)
-
-
-def _json_body(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI request body for endpoints that read and validate the body themselves."""
-    schema = {"application/json": {"schema": model.model_json_schema()}}
-    return {"requestBody": {"required": True, "content": schema}}
+FORCE_ARM_HEADER = "x-bandit-arm"
+ASSIGNMENT_CACHE_SIZE = 100_000
 
 
 async def _resolve(response: Any) -> Any:
     """A coroutine for a DeploymentResponse, so asyncio.wait_for can time it out."""
     return await response
-
-
-@dataclass
-class RoutedExperiment:
-    """What a router needs to route one experiment locally."""
-
-    config: ExperimentConfig
-    revision: int
-    policy: Policy
-    handles: dict[str, DeploymentHandle]
-
-    def arm_options(self, arm: str) -> Any:
-        return next(a.deployment for a in self.config.arms if a.name == arm)
 
 
 @serve.deployment
@@ -123,50 +75,40 @@ class Router:
         config: dict[str, Any],
         state: DeploymentHandle,
         arms: dict[str, dict[str, DeploymentHandle]],
+        shadows: dict[str, dict[str, DeploymentHandle]],
     ) -> None:
         self.config = AppConfig.model_validate(config)
         self.limits = self.config.router
+        self._control_token, self._data_token = self.config.auth.tokens()
         self.router_id = uuid.uuid4().hex[:12]
         self._state = state
         registration = await state.register.remote(self.router_id)
         self._secret: bytes = registration["secret"]
+        snapshot = registration["snapshot"]
         self.experiments = {
-            experiment.name: self._routed(experiment, registration["snapshot"], arms)
-            for experiment in self.config.experiments
+            name: RoutedExperiment.create(
+                self.config.experiment(name),
+                snapshot[name],
+                arms[name],
+                shadows.get(name, {}),
+                self.limits.circuit,
+            )
+            for name in snapshot
         }
         self._default_experiment = self.config.experiments[0].name
-        self._counts: dict[str, dict[str, dict[str, int]]] = {}
-        self._pending_events = 0
+        self._counts = CountBuffer()
         self._sync_wanted = asyncio.Event()
         self._last_sync = time.monotonic()
         self._sync_failures = 0
         self._feedback_queue: list[tuple[FeedbackRecord, asyncio.Future[bool]]] = []
         self._feedback_task: asyncio.Task[None] | None = None
-        self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
-
-    def _routed(
-        self,
-        experiment: ExperimentConfig,
-        snapshot: dict[str, Any],
-        arms: dict[str, dict[str, DeploymentHandle]],
-    ) -> RoutedExperiment:
-        revision = int(snapshot[experiment.name]["revision"])
-        policy = make_policy(
-            experiment.policy.name,
-            experiment.arm_names,
-            experiment.policy_params(revision),
-            seed=experiment.seed,
-        )
-        routed = RoutedExperiment(experiment, revision, policy, arms[experiment.name])
-        self._apply_snapshot(routed, snapshot[experiment.name])
-        return routed
-
-    @staticmethod
-    def _apply_snapshot(routed: RoutedExperiment, snapshot: dict[str, Any]) -> None:
-        routed.revision = int(snapshot["revision"])
-        routed.policy.set_stats(
-            {arm: ArmStats.from_dict(values) for arm, values in snapshot["stats"].items()}
-        )
+        self._mirrors: set[asyncio.Task[None]] = set()
+        self._assignments: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        loop = asyncio.get_running_loop()
+        self._background = [
+            loop.create_task(self._sync_forever()),
+            loop.create_task(self._watch_replicas()),
+        ]
 
     # ---------------------------------------------------------------- predictions
 
@@ -174,60 +116,86 @@ class Router:
         "/predict",
         response_model=PredictResponse,
         responses=ERRORS,
-        openapi_extra=_json_body(PredictRequest),
+        openapi_extra=json_body(PredictRequest),
     )
     async def predict(self, request: Request) -> PredictResponse:
-        """Route a batch of feature rows to one arm and return its predictions."""
-        body = await self._parse(request, PredictRequest)
+        """Route a batch of feature rows to one arm and return its predictions.
+
+        A QA client may force an arm with the field ``arm`` or the header ``X-Bandit-Arm``;
+        such decisions are counted as forced and kept out of learning.
+        """
+        self._authorize_data(request)
+        body = await parse_body(request, PredictRequest, self.limits.max_body_bytes)
         routed = self._experiment(body.experiment)
         features = self._features(body.features, routed.config)
-        decision = routed.policy.select(body.unit_id)
-        self._count(routed.config.name, decision.arm, "pulls")
-        arm, fallback = decision.arm, False
+        name = routed.config.name
+        route = routed.route(body.unit_id, body.arm or request.headers.get(FORCE_ARM_HEADER))
+        if route.learned and body.unit_id and routed.config.sticky_assignments:
+            route = await self._sticky(name, body.unit_id, route)
+        self._counts.arm(name, route.arm, "forced" if route.forced else "pulls")
+        if len(self._counts) >= self.limits.sync_max_events:
+            self._sync_wanted.set()
+        arm, learned = route.arm, route.learned
         try:
             predictions = await self._call_arm(routed, arm, features)
         except Exception as error:
-            self._count(routed.config.name, arm, "errors")
-            default = routed.config.default
-            if arm == default:
-                raise self._arm_unavailable(routed, arm, error) from None
-            logger.warning("arm %s failed (%r); answering with %s", arm, error, default)
-            arm, fallback = default, True
-            try:
-                predictions = await self._call_arm(routed, arm, features)
-            except Exception as default_error:
-                self._count(routed.config.name, arm, "errors")
-                raise self._arm_unavailable(routed, arm, default_error) from None
-        token = DecisionToken.issue(
-            routed.config.name, routed.revision, arm, decision.propensity, fallback=fallback
-        )
+            predictions = await self._fall_back(routed, route, features, error)
+            arm, learned = routed.config.default, False
+        self._mirror(routed, features, predictions)
+        token = DecisionToken.issue(name, routed.revision, arm, route.propensity, learned=learned)
         return PredictResponse(
             predictions=predictions,
             arm=arm,
             decision_id=sign(token, self._secret),
             propensity=token.propensity,
-            experiment=routed.config.name,
-            fallback=fallback,
+            experiment=name,
+            fallback=arm != route.arm,
+            forced=route.forced,
         )
 
-    async def _parse(self, request: Request, model: type[BodyT]) -> BodyT:
-        """Read at most ``max_body_bytes`` and validate; 413 or 422 naming the field."""
-        limit = self.limits.max_body_bytes
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            raise PayloadTooLarge(
-                f"request body is {length} bytes; the limit is {limit}", field="body"
-            )
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body exceeds {limit} bytes", field="body")
-            chunks.append(chunk)
+    async def _sticky(self, experiment: str, unit_id: str, route: Route) -> Route:
+        """Keep a unit on its first arm: a local cache, then the store (first writer wins).
+
+        Only a unit's first request on this replica waits for the state; if the state is
+        down, the fresh decision is used (and not cached) rather than failing the request.
+        """
+        key = (experiment, unit_id)
+        assigned = self._assignments.get(key)
+        if assigned is None:
+            try:
+                assigned = await asyncio.wait_for(
+                    _resolve(
+                        self._state.assign.remote(experiment, unit_id, route.arm, route.propensity)
+                    ),
+                    timeout=1.0,
+                )
+            except Exception as error:
+                logger.warning("sticky assignment for %s unavailable: %r", experiment, error)
+                return route
+            self._assignments[key] = assigned
+            if len(self._assignments) > ASSIGNMENT_CACHE_SIZE:
+                self._assignments.popitem(last=False)
+        else:
+            self._assignments.move_to_end(key)
+        return Route(assigned[0], assigned[1], learned=True)
+
+    async def _fall_back(
+        self, routed: RoutedExperiment, route: Route, features: np.ndarray, error: Exception
+    ) -> Any:
+        """Answer with the default arm after ``route.arm`` failed; count it against the arm."""
+        name, default = routed.config.name, routed.config.default
+        self._counts.arm(name, route.arm, "errors")
+        if route.arm == default:
+            raise self._arm_unavailable(routed, route.arm, error) from None
+        logger.warning(
+            "arm %s of %s failed (%r); answering with %s", route.arm, name, error, default
+        )
+        self._counts.arm(name, route.arm, "fallbacks")
         try:
-            return model.model_validate_json(b"".join(chunks))
-        except ValidationError as error:
-            raise RequestValidationError(error.errors()) from None
+            return await self._call_arm(routed, default, features)
+        except Exception as default_error:
+            self._counts.arm(name, default, "errors")
+            raise self._arm_unavailable(routed, default, default_error) from None
 
     def _experiment(self, name: str | None) -> RoutedExperiment:
         routed = self.experiments.get(name or self._default_experiment)
@@ -244,33 +212,39 @@ class Router:
                 f"features has {len(rows)} rows; at most {self.limits.max_batch_rows} per request",
                 field="features",
             )
-        width = len(rows[0])
-        expected = experiment.n_features
-        for index, row in enumerate(rows):
-            if len(row) != (expected or width) or not row:
-                wanted = expected or width
-                raise InvalidRequest(
-                    f"features[{index}] has {len(row)} values; experiment "
-                    f"{experiment.name!r} expects rows of {wanted} numbers",
-                    field=f"features[{index}]",
-                )
+        width = experiment.n_features or len(rows[0])
         if width > self.limits.max_features:
             raise PayloadTooLarge(
                 f"features rows have {width} values; at most {self.limits.max_features}",
                 field="features",
             )
+        for index, row in enumerate(rows):
+            if len(row) != width or not row:
+                raise InvalidRequest(
+                    f"features[{index}] has {len(row)} values; experiment "
+                    f"{experiment.name!r} expects rows of {width} numbers",
+                    field=f"features[{index}]",
+                )
         return np.asarray(rows, dtype=np.float64)
 
     async def _call_arm(self, routed: RoutedExperiment, arm: str, features: np.ndarray) -> Any:
-        options = routed.arm_options(arm)
-        handle = routed.handles[arm]
+        """Call one arm (or shadow) with its timeout; feed its circuit breaker."""
+        options = routed.options(arm)
+        handle = routed.handles.get(arm) or routed.shadow_handles[arm]
         method = handle.predict_batched if options.batching is not None else handle.predict
+        breaker = routed.breakers.get(arm)
         response = method.remote(features)
         try:
-            return await asyncio.wait_for(_resolve(response), timeout=options.timeout_s)
-        except TimeoutError:
-            response.cancel()
+            predictions = await asyncio.wait_for(_resolve(response), timeout=options.timeout_s)
+        except Exception:
+            with contextlib.suppress(Exception):
+                response.cancel()
+            if breaker is not None:
+                breaker.record_failure()
             raise
+        if breaker is not None:
+            breaker.record_success()
+        return predictions
 
     @staticmethod
     def _arm_unavailable(routed: RoutedExperiment, arm: str, error: Exception) -> Unavailable:
@@ -279,12 +253,39 @@ class Router:
             f"model arm {arm!r} of experiment {routed.config.name!r} could not answer; retry later",
         )
 
-    def _count(self, experiment: str, arm: str, what: str) -> None:
-        per_arm = self._counts.setdefault(experiment, {}).setdefault(arm, defaultdict(int))
-        per_arm[what] += 1
-        self._pending_events += 1
-        if self._pending_events >= self.limits.sync_max_events:
-            self._sync_wanted.set()
+    # ---------------------------------------------------------------- shadow traffic
+
+    def _mirror(self, routed: RoutedExperiment, features: np.ndarray, served: list[Any]) -> None:
+        """Fire-and-forget copies to the shadow models; the client never waits for them."""
+        for shadow in routed.config.shadows:
+            if routed.rng.random() * 100.0 >= shadow.percent:
+                continue
+            if len(self._mirrors) >= self.limits.mirror_max_in_flight:
+                self._counts.shadow(routed.config.name, shadow.name, dropped=1)
+                continue
+            task = asyncio.create_task(self._shadow_call(routed, shadow.name, features, served))
+            self._mirrors.add(task)
+            task.add_done_callback(self._mirrors.discard)
+
+    async def _shadow_call(
+        self, routed: RoutedExperiment, shadow: str, features: np.ndarray, served: list[Any]
+    ) -> None:
+        start = time.perf_counter()
+        try:
+            predictions = await self._call_arm(routed, shadow, features)
+        except Exception as error:
+            logger.debug("shadow %s failed: %r", shadow, error)
+            self._counts.shadow(routed.config.name, shadow, requests=1, errors=1)
+            return
+        agree = sum(int(a == b) for a, b in zip(predictions, served, strict=False))
+        self._counts.shadow(
+            routed.config.name,
+            shadow,
+            requests=1,
+            latency_sum_s=time.perf_counter() - start,
+            rows=len(served),
+            agree_rows=agree,
+        )
 
     # ---------------------------------------------------------------- state sync
 
@@ -298,13 +299,15 @@ class Router:
             await self._sync_once()
 
     async def _sync_once(self) -> None:
-        counts, self._counts = self._counts, {}
-        self._pending_events = 0
-        plain = {name: {arm: dict(c) for arm, c in arms.items()} for name, arms in counts.items()}
+        counts = self._counts.take()
+        revisions = {name: routed.revision for name, routed in self.experiments.items()}
         try:
-            snapshot = await self._state.sync.remote(plain)
+            snapshot = await asyncio.wait_for(
+                _resolve(self._state.sync.remote(counts, revisions)),
+                timeout=self.limits.feedback_commit_timeout_s,
+            )
         except Exception as error:
-            self._restore_counts(counts)
+            self._counts.restore(counts)
             self._sync_failures += 1
             if self._sync_failures in (1, 10) or self._sync_failures % 100 == 0:
                 logger.warning("state sync failed %d times: %r", self._sync_failures, error)
@@ -313,19 +316,28 @@ class Router:
         self._last_sync = time.monotonic()
         for name, routed in self.experiments.items():
             if name in snapshot:
-                self._apply_snapshot(routed, snapshot[name])
+                routed.apply(snapshot[name])
 
-    def _restore_counts(self, counts: dict[str, dict[str, dict[str, int]]]) -> None:
-        """Put unsent counts back so the next sync retries them."""
-        for name, arms in counts.items():
-            for arm, values in arms.items():
-                for what, value in values.items():
-                    per_arm = self._counts.setdefault(name, {}).setdefault(arm, defaultdict(int))
-                    per_arm[what] += value
+    async def _watch_replicas(self) -> None:
+        """Hold an arm's circuit open while its deployment has no running replica."""
+        while True:
+            await asyncio.sleep(self.limits.replica_check_interval_s)
+            try:
+                status = await asyncio.to_thread(serve.status)
+            except Exception as error:  # the controller is restarting: try again later
+                logger.debug("serve.status() failed: %r", error)
+                continue
+            for routed in self.experiments.values():
+                for arm, handle in routed.handles.items():
+                    application = status.applications.get(handle.app_name)
+                    deployment = application and application.deployments.get(handle.deployment_name)
+                    running = deployment.replica_states.get("RUNNING", 0) if deployment else 1
+                    routed.breakers[arm].unavailable = running == 0
 
     async def __del__(self) -> None:
         """On graceful shutdown, flush the last counts."""
-        self._sync_task.cancel()
+        for task in self._background:
+            task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._sync_once(), timeout=2.0)
 
@@ -335,11 +347,12 @@ class Router:
         "/feedback",
         response_model=FeedbackResponse,
         responses=ERRORS,
-        openapi_extra=_json_body(FeedbackRequest),
+        openapi_extra=json_body(FeedbackRequest),
     )
     async def feedback(self, request: Request) -> FeedbackResponse:
         """Record the reward of a decision. 200 only once it is durable; 409 on a second use."""
-        body = await self._parse(request, FeedbackRequest)
+        self._authorize_data(request)
+        body = await parse_body(request, FeedbackRequest, self.limits.max_body_bytes)
         token = verify(body.decision_id, self._secret)
         routed = self.experiments.get(token.experiment)
         if routed is None:
@@ -354,7 +367,7 @@ class Router:
                 f"got {body.reward}",
                 field="reward",
             )
-        learned = not token.fallback and token.arm in routed.policy.stats
+        learned = token.learned and token.arm in routed.policy.stats
         record = FeedbackRecord(
             decision_key=token.nonce,
             experiment=token.experiment,
@@ -386,10 +399,14 @@ class Router:
         while self._feedback_queue:
             batch, self._feedback_queue = self._feedback_queue[:1000], self._feedback_queue[1000:]
             try:
-                accepted = await self._state.record_feedback.remote(
-                    [asdict(record) for record, _ in batch]
+                accepted = await asyncio.wait_for(
+                    _resolve(
+                        self._state.record_feedback.remote([asdict(record) for record, _ in batch])
+                    ),
+                    timeout=self.limits.feedback_commit_timeout_s,
                 )
             except Exception as error:
+                # Unknown whether it committed: the client retries, and gets 200 or 409.
                 logger.warning("feedback commit of %d items failed: %r", len(batch), error)
                 failure = Unavailable("feedback could not be stored yet; retry the same request")
                 for _, future in batch:
@@ -403,19 +420,18 @@ class Router:
     # ---------------------------------------------------------------- read side
 
     @app.get("/experiments", response_model=ExperimentList)
-    async def list_experiments(self) -> dict[str, Any]:
+    async def list_experiments(self, request: Request) -> dict[str, Any]:
         """Every experiment with per-arm statistics, routing weights and P(best)."""
+        self._authorize_data(request)
         return {"experiments": await self._state.experiments_summary.remote()}
 
     @app.get("/experiments/{name}", response_model=ExperimentSummary, responses=ERRORS)
-    async def get_experiment(self, name: str) -> dict[str, Any]:
+    async def get_experiment(self, name: str, request: Request) -> dict[str, Any]:
         """One experiment with per-arm statistics, routing weights and P(best)."""
+        self._authorize_data(request)
         summary = await self._state.experiment_summary.remote(name)
         if summary is None:
-            raise NotFound(
-                f"unknown experiment {name!r}; known: {', '.join(self.experiments)}",
-                field="name",
-            )
+            raise self._unknown(name)
         return summary
 
     @app.get("/healthz")
@@ -428,4 +444,82 @@ class Router:
             "experiments": list(self.experiments),
             "last_sync_age_s": round(age, 3),
             "state_reachable": self._sync_failures == 0,
+            "circuits": {
+                name: {arm: breaker.state() for arm, breaker in routed.breakers.items()}
+                for name, routed in self.experiments.items()
+            },
         }
+
+    # ---------------------------------------------------------------- control plane
+
+    def _authorize_data(self, request: Request) -> None:
+        if self.config.auth.protect_data_plane:
+            check_bearer(
+                request.headers.get("authorization"),
+                self._data_token,
+                what="prediction and feedback",
+                env=self.config.auth.data_token_env,
+            )
+
+    def _authorize_control(self, request: Request) -> str:
+        return check_bearer(
+            request.headers.get("authorization"),
+            self._control_token,
+            what="control",
+            env=self.config.auth.control_token_env,
+        )
+
+    def _unknown(self, name: str) -> NotFound:
+        return NotFound(
+            f"unknown experiment {name!r}; known: {', '.join(self.experiments)}", field="name"
+        )
+
+    async def _control(self, request: Request, name: str, action: str, **kwargs: Any) -> Any:
+        actor = self._authorize_control(request)
+        if name not in self.experiments:
+            raise self._unknown(name)
+        result = await self._state.control.remote(action, name, actor, **kwargs)
+        if "error" in result:
+            error_type: type[BanditServeError] = {404: NotFound, 422: InvalidRequest}.get(
+                result["status"], Conflict
+            )
+            raise error_type(result["error"])
+        await self._sync_once()  # this replica routes on the change at once; others <= 100 ms
+        return result["ok"]
+
+    @app.post("/experiments/{name}/pause", response_model=ExperimentSummary, responses=ERRORS)
+    async def pause(self, name: str, request: Request, body: ControlRequest | None = None) -> Any:
+        """Send all traffic to the default arm and stop learning, until resumed."""
+        return await self._control(request, name, "pause", reason=body.reason if body else "")
+
+    @app.post("/experiments/{name}/resume", response_model=ExperimentSummary, responses=ERRORS)
+    async def resume(self, name: str, request: Request, body: ControlRequest | None = None) -> Any:
+        """Route by the policy again."""
+        return await self._control(request, name, "resume", reason=body.reason if body else "")
+
+    @app.put("/experiments/{name}/weights", response_model=ExperimentSummary, responses=ERRORS)
+    async def set_weights(self, name: str, request: Request, body: WeightsRequest) -> Any:
+        """New weights for a fixed split; starts a new revision (a new weight period)."""
+        return await self._control(
+            request, name, "weights", weights=body.weights, reason=body.reason
+        )
+
+    @app.post("/experiments/{name}/promote", response_model=ExperimentSummary, responses=ERRORS)
+    async def promote(self, name: str, request: Request, body: PromoteRequest) -> Any:
+        """The arm takes all traffic; the experiment is concluded."""
+        return await self._control(request, name, "promote", arm=body.arm, reason=body.reason)
+
+    @app.post("/experiments/{name}/rollback", response_model=ExperimentSummary, responses=ERRORS)
+    async def rollback(
+        self, name: str, request: Request, body: ControlRequest | None = None
+    ) -> Any:
+        """The default (control) arm takes all traffic; the experiment is concluded."""
+        return await self._control(request, name, "rollback", reason=body.reason if body else "")
+
+    @app.get("/experiments/{name}/audit", response_model=list[AuditEntry], responses=ERRORS)
+    async def audit(self, name: str, request: Request) -> Any:
+        """Every create, config change, pause, weight change, promotion and rollback."""
+        self._authorize_control(request)
+        if name not in self.experiments:
+            raise self._unknown(name)
+        return await self._state.audit_log.remote(name)

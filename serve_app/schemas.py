@@ -31,6 +31,12 @@ class PredictRequest(StrictBody):
     experiment: str | None = Field(
         None, min_length=1, max_length=64, description="experiment name; default: the first"
     )
+    arm: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="force this arm (QA; also the X-Bandit-Arm header); not learned from",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -42,6 +48,7 @@ class PredictResponse(BaseModel):
     fallback: bool = Field(
         False, description="true when the chosen arm failed and the default arm answered"
     )
+    forced: bool = Field(False, description="true when the request forced the arm")
 
 
 class FeedbackRequest(StrictBody):
@@ -60,8 +67,10 @@ class FeedbackResponse(BaseModel):
 class ArmSummary(BaseModel):
     name: str
     model_uri: str
-    requests: int
+    requests: int = Field(description="decisions the policy routed to the arm")
+    forced: int = Field(description="requests that forced the arm (not learned from)")
     errors: int
+    fallbacks: int = Field(description="requests the default arm answered for this arm")
     feedback: int
     reward_sum: float
     reward_mean: float
@@ -69,10 +78,23 @@ class ArmSummary(BaseModel):
     prob_best: float = Field(description="posterior probability the arm has the best mean")
 
 
+class ShadowSummary(BaseModel):
+    name: str
+    model_uri: str
+    percent: float
+    requests: int
+    errors: int
+    dropped: int = Field(description="mirror copies skipped because too many were in flight")
+    mean_latency_ms: float | None
+    agreement: float | None = Field(description="share of rows equal to the served prediction")
+
+
 class ExperimentSummary(BaseModel):
     name: str
     description: str
-    status: str
+    status: str = Field(description="running, paused or concluded")
+    outcome: str | None = Field(description="promoted or rolled_back once concluded")
+    winner: str | None
     revision: int
     policy: str
     policy_params: dict[str, Any]
@@ -80,10 +102,32 @@ class ExperimentSummary(BaseModel):
     default_arm: str
     feedback_window_s: float
     arms: list[ArmSummary]
+    shadows: list[ShadowSummary]
 
 
 class ExperimentList(BaseModel):
     experiments: list[ExperimentSummary]
+
+
+class ControlRequest(StrictBody):
+    reason: str = Field("", max_length=1000, description="why; kept in the audit log")
+
+
+class WeightsRequest(ControlRequest):
+    weights: dict[str, float] = Field(description="every arm's new share; they add up to 1")
+
+
+class PromoteRequest(ControlRequest):
+    arm: str = Field(min_length=1, max_length=64)
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: float
+    experiment: str
+    action: str
+    detail: str
+    actor: str = Field(description="'startup' or the fingerprint of the token used")
 
 
 class ErrorBody(BaseModel):

@@ -1,13 +1,16 @@
 """The experiment-state deployment: the one place where counts from every router meet.
 
 It runs as a single-replica Serve deployment (one named Ray actor, restarted by Serve when it
-dies) and is never called per prediction. Routers call:
+dies, restored from the store) and is never called per prediction. Routers call:
 
 - :meth:`ExperimentState.sync` every ~100 ms or N decisions with their buffered counts, and get
-  back the merged statistics of every experiment, which they route on until the next sync;
+  back the merged statistics of every experiment (plus its config when its revision changed),
+  which they route on until the next sync;
 - :meth:`ExperimentState.record_feedback` with a batch of verified feedback (group commit):
   the batch is written to the store in one transaction, then applied in memory, and only then
-  do the routers answer 200.
+  do the routers answer 200;
+- the control methods (pause, resume, weights, promote, roll back), each one transaction with
+  its audit-log entry.
 
 All methods run on one event loop, so merges never interleave (Seldon v1's shared Thompson
 state lost updates exactly there); store writes run in a worker thread behind a lock so the
@@ -17,6 +20,7 @@ loop keeps answering syncs while SQLite or PostgreSQL commits.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -28,11 +32,20 @@ from ray import serve
 
 from bandits import ArmStats, Policy, make_policy, prob_best
 from serve_app.config import SECRET_ENV, AppConfig, ExperimentConfig
-from serve_app.store import ArmCounts, ExperimentStore, FeedbackRecord
+from serve_app.store import ArmCounts, ExperimentStore, FeedbackRecord, ShadowCounts
 
 logger = logging.getLogger("ray.serve")
 
 PROB_BEST_DRAWS = 10_000
+STATUSES = ("running", "paused", "concluded")
+
+
+class ControlError(ValueError):
+    """A control request that cannot apply to the experiment as it is (HTTP 409/422)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -41,41 +54,68 @@ class LiveExperiment:
 
     config: ExperimentConfig
     revision: int
+    status: str
+    outcome: str | None
+    winner: str | None
     policy: Policy
-    errors: dict[str, int]
+    counts: dict[str, ArmCounts]
+    shadows: dict[str, ShadowCounts]
     started_at: float = field(default_factory=time.time)
     _prob_best_key: tuple[Any, ...] | None = None
     _prob_best: dict[str, float] = field(default_factory=dict)
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
+    @property
+    def route_to(self) -> str | None:
+        """The arm that takes all traffic when the experiment is not running, else None."""
+        if self.status == "running":
+            return None
+        if self.outcome == "promoted" and self.winner:
+            return self.winner
+        return self.config.default
+
+    def snapshot(self, with_config: bool) -> dict[str, Any]:
+        snapshot: dict[str, Any] = {
             "revision": self.revision,
+            "status": self.status,
+            "route_to": self.route_to,
             "stats": {arm: stats.to_dict() for arm, stats in self.policy.stats.items()},
         }
+        if with_config:
+            snapshot["config"] = self.config.model_dump(mode="json")
+        return snapshot
 
     def prob_best(self) -> dict[str, float]:
         """P(arm is best) under the experiment's reward model, cached until stats change."""
         stats = dict(self.policy.stats)
-        key = tuple(
-            (arm, s.feedback, s.reward_sum, s.reward_sum_squares) for arm, s in stats.items()
-        )
+        key = tuple((s.feedback, s.reward_sum, s.reward_sum_squares) for s in stats.values())
         if key != self._prob_best_key:
             self._prob_best = prob_best(stats, self.config.reward, draws=PROB_BEST_DRAWS, seed=0)
             self._prob_best_key = key
         return self._prob_best
 
+    def weights(self) -> dict[str, float]:
+        """Current routing probabilities: the policy's, or all on one arm when not running."""
+        route_to = self.route_to
+        if route_to is None:
+            return self.policy.weights()
+        return {arm: float(arm == route_to) for arm in self.config.arm_names}
+
     def summary(self) -> dict[str, Any]:
-        weights = self.policy.weights()
+        weights = self.weights()
         best = self.prob_best()
-        model_uris = {arm.name: arm.model_uri for arm in self.config.arms}
         arms = []
-        for arm, stats in self.policy.stats.items():
+        for arm_config in self.config.arms:
+            arm = arm_config.name
+            stats = self.policy.stats[arm]
+            counts = self.counts.get(arm, ArmCounts())
             arms.append(
                 {
                     "name": arm,
-                    "model_uri": model_uris[arm],
+                    "model_uri": arm_config.model_uri,
                     "requests": stats.pulls,
-                    "errors": self.errors.get(arm, 0),
+                    "forced": counts.forced,
+                    "errors": counts.errors,
+                    "fallbacks": counts.fallbacks,
                     "feedback": stats.feedback,
                     "reward_sum": stats.reward_sum,
                     "reward_mean": stats.reward_mean,
@@ -83,10 +123,28 @@ class LiveExperiment:
                     "prob_best": best[arm],
                 }
             )
+        shadows = []
+        for shadow_config in self.config.shadows:
+            counts = self.shadows.get(shadow_config.name, ShadowCounts())
+            answered = counts.requests - counts.errors
+            shadows.append(
+                {
+                    "name": shadow_config.name,
+                    "model_uri": shadow_config.model_uri,
+                    "percent": shadow_config.percent,
+                    "requests": counts.requests,
+                    "errors": counts.errors,
+                    "dropped": counts.dropped,
+                    "mean_latency_ms": 1000 * counts.latency_sum_s / answered if answered else None,
+                    "agreement": counts.agree_rows / counts.rows if counts.rows else None,
+                }
+            )
         return {
             "name": self.config.name,
             "description": self.config.description,
-            "status": "running",
+            "status": self.status,
+            "outcome": self.outcome,
+            "winner": self.winner,
             "revision": self.revision,
             "policy": self.config.policy.name,
             "policy_params": self.config.policy.params,
@@ -94,6 +152,7 @@ class LiveExperiment:
             "default_arm": self.config.default,
             "feedback_window_s": self.config.feedback_window_s,
             "arms": arms,
+            "shadows": shadows,
         }
 
 
@@ -101,7 +160,8 @@ class LiveExperiment:
     num_replicas=1,
     max_ongoing_requests=1000,
     ray_actor_options={"num_cpus": 0.1},
-    health_check_period_s=5,
+    health_check_period_s=2,
+    health_check_timeout_s=10,
     logging_config={"enable_access_log": False},  # called ~10 times a second per router
 )
 class ExperimentState:
@@ -118,47 +178,79 @@ class ExperimentState:
             experiment.name: self._restore(experiment) for experiment in self.config.experiments
         }
 
-    def _restore(self, experiment: ExperimentConfig) -> LiveExperiment:
-        revision = self.store.ensure_experiment(
-            experiment.name, experiment.model_dump(mode="json"), actor="startup"
+    def _restore(self, deployed: ExperimentConfig) -> LiveExperiment:
+        self.store.ensure_experiment(
+            deployed.name, deployed.model_dump(mode="json"), actor="startup"
         )
-        stats, errors = self.store.load_stats(experiment.name)
-        policy = make_policy(
-            experiment.policy.name,
-            experiment.arm_names,
-            experiment.policy_params(revision),
-            seed=experiment.seed,
+        row = self.store.experiment_row(deployed.name)
+        assert row is not None
+        config = ExperimentConfig.model_validate(json.loads(row["config"]))
+        stats, _ = self.store.load_stats(deployed.name)
+        live = LiveExperiment(
+            config=config,
+            revision=int(row["revision"]),
+            status=row["status"],
+            outcome=row["outcome"],
+            winner=row["winner"],
+            policy=self._policy(config, int(row["revision"])),
+            counts=self.store.load_counts(deployed.name),
+            shadows=self.store.load_shadows(deployed.name),
         )
-        policy.set_stats({arm: stats.get(arm, ArmStats()) for arm in experiment.arm_names})
-        logger.info("experiment %s restored at revision %d", experiment.name, revision)
-        return LiveExperiment(experiment, revision, policy, errors)
+        live.policy.set_stats({arm: stats.get(arm, ArmStats()) for arm in config.arm_names})
+        logger.info(
+            "experiment %s restored: revision %d, %s", config.name, live.revision, live.status
+        )
+        return live
 
-    def snapshot(self) -> dict[str, Any]:
-        return {name: live.snapshot() for name, live in self.experiments.items()}
+    @staticmethod
+    def _policy(config: ExperimentConfig, revision: int) -> Policy:
+        return make_policy(
+            config.policy.name, config.arm_names, config.policy_params(revision), seed=config.seed
+        )
+
+    def snapshot(self, revisions: Mapping[str, int] | None = None) -> dict[str, Any]:
+        """Every experiment's merged stats; its config too where the caller's revision is old."""
+        known = revisions or {}
+        return {
+            name: live.snapshot(with_config=known.get(name) != live.revision)
+            for name, live in self.experiments.items()
+        }
 
     async def register(self, router_id: str) -> dict[str, Any]:
         """A router's first call: the signing secret and the current snapshot."""
         logger.info("router %s registered", router_id)
         return {"secret": self._secret, "snapshot": self.snapshot()}
 
-    async def sync(self, counts: Mapping[str, Mapping[str, Mapping[str, int]]]) -> dict[str, Any]:
+    async def sync(
+        self,
+        counts: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
+        revisions: Mapping[str, int] | None = None,
+    ) -> dict[str, Any]:
         """Merge a router's buffered counts and return the merged snapshot.
 
         Args:
-            counts: ``{experiment: {arm: {"pulls": n, "errors": e}}}`` since its last sync.
+            counts: ``{experiment: {"arms": {arm: {"pulls": n, "errors": e, "forced": f,
+                "fallbacks": b}}, "shadows": {shadow: {"requests": n, ...}}}}`` since the
+                router's last sync.
+            revisions: the revision the router routes each experiment on.
         """
-        batch = {
-            (name, self.experiments[name].revision, arm): ArmCounts(
-                int(values.get("pulls", 0)), int(values.get("errors", 0))
-            )
-            for name, arms in counts.items()
-            if name in self.experiments
-            for arm, values in arms.items()
-            if arm in self.experiments[name].policy.stats
-        }
-        if batch:
-            await self._write(batch, [])
-        return self.snapshot()
+        arm_batch: dict[tuple[str, int, str], ArmCounts] = {}
+        shadow_batch: dict[tuple[str, str], ShadowCounts] = {}
+        for name, groups in counts.items():
+            live = self.experiments.get(name)
+            if live is None:
+                continue
+            for arm, values in groups.get("arms", {}).items():
+                if arm in live.policy.stats:
+                    key = (name, live.revision, arm)
+                    arm_batch[key] = ArmCounts(**{k: int(v) for k, v in values.items()})
+            shadow_names = {shadow.name for shadow in live.config.shadows}
+            for shadow, values in groups.get("shadows", {}).items():
+                if shadow in shadow_names:
+                    shadow_batch[(name, shadow)] = ShadowCounts(**values)  # type: ignore[arg-type]
+        if arm_batch or shadow_batch:
+            await self._write(arm_batch, [], shadow_batch)
+        return self.snapshot(revisions)
 
     async def record_feedback(self, items: list[dict[str, Any]]) -> list[bool]:
         """Store a batch of verified feedback durably, then learn from it.
@@ -167,14 +259,17 @@ class ExperimentState:
             Per item, True if accepted now, False if that decision already had feedback.
         """
         records = [FeedbackRecord(**item) for item in items]
-        return await self._write({}, records)
+        return await self._write({}, records, {})
 
     async def _write(
-        self, counts: Mapping[tuple[str, int, str], ArmCounts], records: list[FeedbackRecord]
+        self,
+        counts: Mapping[tuple[str, int, str], ArmCounts],
+        records: list[FeedbackRecord],
+        shadows: Mapping[tuple[str, str], ShadowCounts],
     ) -> list[bool]:
         async with self._write_lock:
-            accepted = await asyncio.to_thread(self.store.record, counts, records)
-            self._apply(counts, records, accepted)
+            accepted = await asyncio.to_thread(self.store.record, counts, records, shadows)
+            self._apply(counts, records, accepted, shadows)
         return accepted
 
     def _apply(
@@ -182,14 +277,15 @@ class ExperimentState:
         counts: Mapping[tuple[str, int, str], ArmCounts],
         records: list[FeedbackRecord],
         accepted: list[bool],
+        shadows: Mapping[tuple[str, str], ShadowCounts],
     ) -> None:
         """Mirror a committed batch in memory (the same sums the store just added)."""
         deltas: dict[str, dict[str, ArmStats]] = {}
         for (name, _revision, arm), count in counts.items():
+            live = self.experiments[name]
+            live.counts[arm] = live.counts.get(arm, ArmCounts()) + count
             per_arm = deltas.setdefault(name, {})
             per_arm[arm] = per_arm.get(arm, ArmStats()) + ArmStats(pulls=count.pulls)
-            errors = self.experiments[name].errors
-            errors[arm] = errors.get(arm, 0) + count.errors
         for record, ok in zip(records, accepted, strict=True):
             if ok and record.learned and record.experiment in self.experiments:
                 per_arm = deltas.setdefault(record.experiment, {})
@@ -197,6 +293,149 @@ class ExperimentState:
                 per_arm[record.arm] = per_arm.get(record.arm, ArmStats()) + reward
         for name, per_arm in deltas.items():
             self.experiments[name].policy.update(per_arm)
+        for (name, shadow), shadow_counts in shadows.items():
+            live = self.experiments[name]
+            live.shadows[shadow] = live.shadows.get(shadow, ShadowCounts()) + shadow_counts
+
+    async def assign(
+        self, name: str, unit_id: str, arm: str, propensity: float
+    ) -> tuple[str, float]:
+        """The unit's stored arm (and first propensity), storing ``arm`` if it has none."""
+        live = self.experiments[name]
+        return await asyncio.to_thread(
+            self.store.assign, name, unit_id, arm, propensity, live.revision
+        )
+
+    # ---------------------------------------------------------------- control plane
+
+    def _live(self, name: str) -> LiveExperiment:
+        live = self.experiments.get(name)
+        if live is None:
+            raise ControlError(f"unknown experiment {name!r}", status=404)
+        return live
+
+    async def _change(
+        self,
+        live: LiveExperiment,
+        action: str,
+        actor: str,
+        detail: Mapping[str, Any],
+        *,
+        config: ExperimentConfig | None = None,
+        **values: Any,
+    ) -> dict[str, Any]:
+        new_config = config or live.config
+        columns = dict(values)
+        if config is not None:
+            columns["config"] = config.model_dump(mode="json")
+        async with self._write_lock:
+            revision = await asyncio.to_thread(
+                self.store.update_experiment,
+                live.config.name,
+                action=action,
+                detail=detail,
+                actor=actor,
+                new_revision=config is not None,
+                **columns,
+            )
+            if revision != live.revision:
+                stats = dict(live.policy.stats)
+                live.policy = self._policy(new_config, revision)
+                live.policy.set_stats(stats)
+            live.config, live.revision = new_config, revision
+            for key, value in values.items():
+                setattr(live, key, value)
+        logger.info("experiment %s: %s by %s (%s)", live.config.name, action, actor, detail)
+        return live.summary()
+
+    async def pause(self, name: str, actor: str, reason: str = "") -> dict[str, Any]:
+        """All traffic to the default arm, nothing learned, until resumed."""
+        live = self._live(name)
+        if live.status != "running":
+            raise ControlError(f"experiment {name!r} is {live.status}, not running")
+        return await self._change(live, "pause", actor, {"reason": reason}, status="paused")
+
+    async def resume(self, name: str, actor: str, reason: str = "") -> dict[str, Any]:
+        live = self._live(name)
+        if live.status != "paused":
+            raise ControlError(f"experiment {name!r} is {live.status}, not paused")
+        return await self._change(live, "resume", actor, {"reason": reason}, status="running")
+
+    async def set_weights(
+        self, name: str, weights: Mapping[str, float], actor: str, reason: str = ""
+    ) -> dict[str, Any]:
+        """New weights for a fixed split: a new revision, so counts per period stay apart."""
+        live = self._live(name)
+        if live.config.policy.name != "fixed":
+            raise ControlError(
+                f"experiment {name!r} uses policy {live.config.policy.name!r}; only a fixed "
+                "split takes weights (bandits set their own)",
+                status=422,
+            )
+        if set(weights) != set(live.config.arm_names):
+            raise ControlError(
+                f"weights must name exactly the arms {live.config.arm_names}, "
+                f"got {sorted(weights)}",
+                status=422,
+            )
+        arms = [arm.model_copy(update={"weight": weights[arm.name]}) for arm in live.config.arms]
+        try:
+            config = ExperimentConfig.model_validate(
+                {**live.config.model_dump(), "arms": [arm.model_dump() for arm in arms]}
+            )
+        except ValueError as error:
+            raise ControlError(f"invalid weights: {error}", status=422) from None
+        detail = {"weights": dict(weights), "reason": reason}
+        return await self._change(live, "set_weights", actor, detail, config=config)
+
+    async def promote(self, name: str, arm: str, actor: str, reason: str = "") -> dict[str, Any]:
+        """The winner takes all traffic; the experiment is concluded."""
+        live = self._live(name)
+        if arm not in live.config.arm_names:
+            raise ControlError(f"unknown arm {arm!r}; arms are {live.config.arm_names}", 422)
+        if live.status == "concluded":
+            raise ControlError(f"experiment {name!r} is already concluded ({live.outcome})")
+        detail = {"arm": arm, "reason": reason}
+        return await self._change(
+            live, "promote", actor, detail, status="concluded", outcome="promoted", winner=arm
+        )
+
+    async def rollback(self, name: str, actor: str, reason: str = "") -> dict[str, Any]:
+        """The default (control) arm takes all traffic; the experiment is concluded."""
+        live = self._live(name)
+        if live.status == "concluded":
+            raise ControlError(f"experiment {name!r} is already concluded ({live.outcome})")
+        detail = {"arm": live.config.default, "reason": reason}
+        return await self._change(
+            live,
+            "rollback",
+            actor,
+            detail,
+            status="concluded",
+            outcome="rolled_back",
+            winner=live.config.default,
+        )
+
+    async def control(self, action: str, name: str, actor: str, **kwargs: Any) -> dict[str, Any]:
+        """One entry point for the control plane: ``{"ok": summary}`` or ``{"error": message,
+        "status": http_status}`` (exceptions would lose their status crossing the actor)."""
+        handlers = {
+            "pause": self.pause,
+            "resume": self.resume,
+            "weights": self.set_weights,
+            "promote": self.promote,
+            "rollback": self.rollback,
+        }
+        try:
+            return {"ok": await handlers[action](name, actor=actor, **kwargs)}
+        except ControlError as error:
+            return {"error": str(error), "status": error.status}
+
+    async def audit_log(self, name: str) -> list[dict[str, Any]]:
+        self._live(name)
+        return await asyncio.to_thread(self.store.audit_log, name)
+
+    # ---------------------------------------------------------------- read side
 
     async def experiments_summary(self) -> list[dict[str, Any]]:
         return [live.summary() for live in self.experiments.values()]

@@ -41,9 +41,34 @@ experiments_table = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("revision", sa.Integer, nullable=False),
     sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=True),
+    sa.Column("winner", sa.String(64), nullable=True),
+    # config: in force now (runtime changes included); source_config: as deployed. A restart
+    # with an unchanged deployed config keeps the runtime changes; a new one replaces them.
     sa.Column("config", sa.Text, nullable=False),
+    sa.Column("source_config", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+arms_table = sa.Table(
+    "arms",
+    metadata,
+    sa.Column("experiment", sa.String(64), primary_key=True),
+    sa.Column("arm", sa.String(64), primary_key=True),
+    sa.Column("model_uri", sa.Text, nullable=False),
+    sa.Column("added_at", sa.Float, nullable=False),
+)
+
+assignments_table = sa.Table(
+    "assignments",
+    metadata,
+    sa.Column("experiment", sa.String(64), primary_key=True),
+    sa.Column("unit_id", sa.String(256), primary_key=True),
+    sa.Column("arm", sa.String(64), nullable=False),
+    sa.Column("propensity", sa.Float, nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("assigned_at", sa.Float, nullable=False),
 )
 
 arm_stats_table = sa.Table(
@@ -57,6 +82,21 @@ arm_stats_table = sa.Table(
     sa.Column("reward_sum", sa.Float, nullable=False, default=0.0),
     sa.Column("reward_sum_squares", sa.Float, nullable=False, default=0.0),
     sa.Column("errors", sa.BigInteger, nullable=False, default=0),
+    sa.Column("forced", sa.BigInteger, nullable=False, default=0),
+    sa.Column("fallbacks", sa.BigInteger, nullable=False, default=0),
+)
+
+shadow_stats_table = sa.Table(
+    "shadow_stats",
+    metadata,
+    sa.Column("experiment", sa.String(64), primary_key=True),
+    sa.Column("shadow", sa.String(64), primary_key=True),
+    sa.Column("requests", sa.BigInteger, nullable=False, default=0),
+    sa.Column("errors", sa.BigInteger, nullable=False, default=0),
+    sa.Column("dropped", sa.BigInteger, nullable=False, default=0),
+    sa.Column("latency_sum_s", sa.Float, nullable=False, default=0.0),
+    sa.Column("rows", sa.BigInteger, nullable=False, default=0),
+    sa.Column("agree_rows", sa.BigInteger, nullable=False, default=0),
 )
 
 rewards_table = sa.Table(
@@ -101,10 +141,44 @@ class FeedbackRecord:
 
 @dataclass(frozen=True, slots=True)
 class ArmCounts:
-    """A batch of counts for one arm that is not feedback: routed decisions and errors."""
+    """Counts for one arm that are not feedback: routed decisions (``pulls``, the policy's
+    choices), failed calls, forced requests (QA overrides, not learned) and fallback answers
+    given for this arm by the default arm."""
 
     pulls: int = 0
     errors: int = 0
+    forced: int = 0
+    fallbacks: int = 0
+
+    def __add__(self, other: ArmCounts) -> ArmCounts:
+        return ArmCounts(
+            self.pulls + other.pulls,
+            self.errors + other.errors,
+            self.forced + other.forced,
+            self.fallbacks + other.fallbacks,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowCounts:
+    """Mirrored traffic to one shadow model: its answers are dropped, only these remain."""
+
+    requests: int = 0
+    errors: int = 0
+    dropped: int = 0
+    latency_sum_s: float = 0.0
+    rows: int = 0
+    agree_rows: int = 0
+
+    def __add__(self, other: ShadowCounts) -> ShadowCounts:
+        return ShadowCounts(
+            self.requests + other.requests,
+            self.errors + other.errors,
+            self.dropped + other.dropped,
+            self.latency_sum_s + other.latency_sum_s,
+            self.rows + other.rows,
+            self.agree_rows + other.agree_rows,
+        )
 
 
 def _enable_sqlite_durability(dbapi_connection: Any, _record: Any) -> None:
@@ -147,19 +221,26 @@ class ExperimentStore:
             connection.execute(sa.text("SELECT 1"))
 
     def secret(self, name: str = "decision_secret") -> bytes:
-        """The stored signing secret, generated once so decision ids outlive restarts."""
+        """The stored signing secret, generated once so decision ids outlive restarts.
+
+        Two processes starting at once agree: the first insert wins, both read it back.
+        """
         with self.engine.begin() as connection:
-            row = connection.execute(
+            connection.execute(
+                self._insert(meta_table)
+                .values(key=name, value=secrets.token_hex(32))
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+            value = connection.execute(
                 sa.select(meta_table.c.value).where(meta_table.c.key == name)
-            ).first()
-            if row is not None:
-                return bytes.fromhex(row.value)
-            value = secrets.token_hex(32)
-            connection.execute(sa.insert(meta_table).values(key=name, value=value))
-            return bytes.fromhex(value)
+            ).scalar_one()
+        return bytes.fromhex(value)
 
     def ensure_experiment(self, name: str, config: Mapping[str, Any], actor: str) -> int:
-        """Create the experiment, or bump its revision when its config changed.
+        """Create the experiment, or bump its revision when its deployed config changed.
+
+        A restart with the same deployed config keeps what changed at runtime (weights,
+        status); a different deployed config replaces it and starts a new revision.
 
         Returns:
             The revision now in force.
@@ -167,32 +248,131 @@ class ExperimentStore:
         text = json.dumps(config, sort_keys=True)
         now = time.time()
         with self.engine.begin() as connection:
-            row = connection.execute(
-                sa.select(experiments_table).where(experiments_table.c.name == name)
-            ).first()
-            if row is None:
-                connection.execute(
-                    sa.insert(experiments_table).values(
-                        name=name,
-                        revision=1,
-                        status="running",
-                        config=text,
-                        created_at=now,
-                        updated_at=now,
-                    )
+            created = connection.execute(
+                self._insert(experiments_table)
+                .values(
+                    name=name,
+                    revision=1,
+                    status="running",
+                    config=text,
+                    source_config=text,
+                    created_at=now,
+                    updated_at=now,
                 )
+                .on_conflict_do_nothing(index_elements=["name"])
+                .returning(experiments_table.c.name)
+            ).first()
+            self._register_arms(connection, name, config)
+            if created is not None:
                 self._audit(connection, name, "create", {"revision": 1}, actor)
                 return 1
-            if row.config == text:
+            row = connection.execute(
+                sa.select(experiments_table)
+                .where(experiments_table.c.name == name)
+                .with_for_update()
+            ).one()
+            if row.source_config == text:
                 return int(row.revision)
             revision = int(row.revision) + 1
             connection.execute(
                 sa.update(experiments_table)
                 .where(experiments_table.c.name == name)
-                .values(revision=revision, config=text, updated_at=now)
+                .values(
+                    revision=revision,
+                    config=text,
+                    source_config=text,
+                    status="running",
+                    outcome=None,
+                    winner=None,
+                    updated_at=now,
+                )
             )
             self._audit(connection, name, "config_change", {"revision": revision}, actor)
             return revision
+
+    def _register_arms(
+        self, connection: sa.Connection, name: str, config: Mapping[str, Any]
+    ) -> None:
+        for arm in config.get("arms", []):
+            connection.execute(
+                self._insert(arms_table)
+                .values(
+                    experiment=name,
+                    arm=arm["name"],
+                    model_uri=arm["model_uri"],
+                    added_at=time.time(),
+                )
+                .on_conflict_do_update(
+                    index_elements=["experiment", "arm"], set_={"model_uri": arm["model_uri"]}
+                )
+            )
+
+    def arms(self, experiment: str) -> list[dict[str, Any]]:
+        """Every arm the experiment has had, with its model URI."""
+        query = sa.select(arms_table).where(arms_table.c.experiment == experiment)
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
+    def assign(
+        self, experiment: str, unit_id: str, arm: str, propensity: float, revision: int
+    ) -> tuple[str, float]:
+        """Keep a unit on its first arm: store (unit -> arm) unless the unit has one already.
+
+        Returns:
+            The unit's arm and the propensity it was first assigned with.
+        """
+        with self.engine.begin() as connection:
+            connection.execute(
+                self._insert(assignments_table)
+                .values(
+                    experiment=experiment,
+                    unit_id=unit_id,
+                    arm=arm,
+                    propensity=propensity,
+                    revision=revision,
+                    assigned_at=time.time(),
+                )
+                .on_conflict_do_nothing(index_elements=["experiment", "unit_id"])
+            )
+            row = connection.execute(
+                sa.select(assignments_table.c.arm, assignments_table.c.propensity).where(
+                    (assignments_table.c.experiment == experiment)
+                    & (assignments_table.c.unit_id == unit_id)
+                )
+            ).one()
+        return str(row.arm), float(row.propensity)
+
+    def update_experiment(
+        self,
+        name: str,
+        *,
+        action: str,
+        detail: Mapping[str, Any],
+        actor: str,
+        new_revision: bool = False,
+        **values: Any,
+    ) -> int:
+        """Change an experiment at runtime (status, outcome, winner, config) and audit it in
+        the same transaction. ``new_revision`` starts a new period (weights changed).
+
+        Returns:
+            The revision now in force.
+        """
+        if "config" in values:
+            values["config"] = json.dumps(values["config"], sort_keys=True)
+        with self.engine.begin() as connection:
+            revision = connection.execute(
+                sa.select(experiments_table.c.revision).where(experiments_table.c.name == name)
+            ).scalar_one()
+            if new_revision:
+                revision += 1
+            connection.execute(
+                sa.update(experiments_table)
+                .where(experiments_table.c.name == name)
+                .values(revision=revision, updated_at=time.time(), **values)
+            )
+            self._audit(connection, name, action, {**detail, "revision": revision}, actor)
+        return int(revision)
 
     def experiment_row(self, name: str) -> dict[str, Any] | None:
         with self.engine.connect() as connection:
@@ -228,42 +408,36 @@ class ExperimentStore:
         self,
         counts: Mapping[tuple[str, int, str], ArmCounts],
         feedback: Iterable[FeedbackRecord],
+        shadows: Mapping[tuple[str, str], ShadowCounts] | None = None,
     ) -> list[bool]:
         """Write a batch in ONE transaction: counts, and each feedback at most once.
 
+        Safe under concurrent writers (several processes, or SQLite and PostgreSQL alike):
+        rewards are inserted with ``ON CONFLICT DO NOTHING ... RETURNING`` so the unique key
+        decides which writer stored a decision, counters are upserts that add, and rows are
+        written in sorted key order so concurrent transactions cannot deadlock.
+
         Args:
-            counts: (experiment, revision, arm) -> pulls and errors to add.
+            counts: (experiment, revision, arm) -> pulls, errors, forced, fallbacks to add.
             feedback: verified feedback records.
+            shadows: (experiment, shadow) -> mirrored-traffic counts to add.
 
         Returns:
             For each feedback record, True if it was stored now, False if its decision already
             had feedback (in the store or earlier in this batch).
         """
         records = list(feedback)
-        accepted: list[bool] = []
+        first: dict[str, FeedbackRecord] = {}
+        for record in records:
+            first.setdefault(record.decision_key, record)
+        received_at = time.time()
         with self.engine.begin() as connection:
-            seen = self._existing_keys(connection, [record.decision_key for record in records])
-            rows = []
+            stored = self._insert_rewards(
+                connection, sorted(first.values(), key=lambda r: r.decision_key), received_at
+            )
             deltas: dict[tuple[str, int, str], list[float]] = {}
-            for record in records:
-                if record.decision_key in seen:
-                    accepted.append(False)
-                    continue
-                seen.add(record.decision_key)
-                accepted.append(True)
-                rows.append(
-                    {
-                        "decision_key": record.decision_key,
-                        "experiment": record.experiment,
-                        "revision": record.revision,
-                        "arm": record.arm,
-                        "reward": record.reward,
-                        "propensity": record.propensity,
-                        "learned": record.learned,
-                        "issued_at": record.issued_at,
-                        "received_at": time.time(),
-                    }
-                )
+            for key in stored:
+                record = first[key]
                 if record.learned:
                     delta = deltas.setdefault(
                         (record.experiment, record.revision, record.arm), [0, 0.0, 0.0]
@@ -271,27 +445,60 @@ class ExperimentStore:
                     delta[0] += 1
                     delta[1] += record.reward
                     delta[2] += record.reward * record.reward
-            if rows:
-                connection.execute(sa.insert(rewards_table), rows)
-            for key in set(counts) | set(deltas):
+            for key in sorted(set(counts) | set(deltas)):
                 count = counts.get(key, ArmCounts())
                 n, total, squares = deltas.get(key, (0, 0.0, 0.0))
                 self._add_stats(connection, key, count, int(n), float(total), float(squares))
+            for experiment, shadow in sorted(shadows or {}):
+                self._add_shadow(
+                    connection, experiment, shadow, (shadows or {})[(experiment, shadow)]
+                )
+        accepted, claimed = [], set()
+        for record in records:
+            ok = record.decision_key in stored and record.decision_key not in claimed
+            claimed.add(record.decision_key)
+            accepted.append(ok)
         return accepted
 
-    @staticmethod
-    def _existing_keys(connection: sa.Connection, keys: list[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            query = sa.select(rewards_table.c.decision_key).where(
-                rewards_table.c.decision_key.in_(chunk)
-            )
-            found.update(row[0] for row in connection.execute(query))
-        return found
+    def _insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT, which has ``on_conflict_do_nothing/update``."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
 
-    @staticmethod
+    def _insert_rewards(
+        self, connection: sa.Connection, records: list[FeedbackRecord], received_at: float
+    ) -> set[str]:
+        """Insert what is new; return the keys this transaction stored."""
+        stored: set[str] = set()
+        for start in range(0, len(records), 500):
+            rows = [
+                {
+                    "decision_key": record.decision_key,
+                    "experiment": record.experiment,
+                    "revision": record.revision,
+                    "arm": record.arm,
+                    "reward": record.reward,
+                    "propensity": record.propensity,
+                    "learned": record.learned,
+                    "issued_at": record.issued_at,
+                    "received_at": received_at,
+                }
+                for record in records[start : start + 500]
+            ]
+            statement = (
+                self._insert(rewards_table)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=["decision_key"])
+                .returning(rewards_table.c.decision_key)
+            )
+            stored.update(connection.execute(statement).scalars())
+        return stored
+
     def _add_stats(
+        self,
         connection: sa.Connection,
         key: tuple[str, int, str],
         counts: ArmCounts,
@@ -300,34 +507,95 @@ class ExperimentStore:
         reward_sum_squares: float,
     ) -> None:
         experiment, period, arm = key
+        values = {
+            "pulls": counts.pulls,
+            "errors": counts.errors,
+            "forced": counts.forced,
+            "fallbacks": counts.fallbacks,
+            "feedback": feedback,
+            "reward_sum": reward_sum,
+            "reward_sum_squares": reward_sum_squares,
+        }
+        self._upsert_add(
+            connection,
+            arm_stats_table,
+            {"experiment": experiment, "period": period, "arm": arm},
+            values,
+        )
+
+    def _add_shadow(
+        self, connection: sa.Connection, experiment: str, shadow: str, counts: ShadowCounts
+    ) -> None:
+        values = {
+            name: getattr(counts, name)
+            for name in ("requests", "errors", "dropped", "latency_sum_s", "rows", "agree_rows")
+        }
+        self._upsert_add(
+            connection, shadow_stats_table, {"experiment": experiment, "shadow": shadow}, values
+        )
+
+    def _upsert_add(
+        self,
+        connection: sa.Connection,
+        table: sa.Table,
+        key: Mapping[str, Any],
+        values: Mapping[str, float],
+    ) -> None:
+        """INSERT the row, or add ``values`` to the existing one, atomically."""
+        statement = self._insert(table).values({**key, **values})
+        statement = statement.on_conflict_do_update(
+            index_elements=list(key),
+            set_={name: table.c[name] + statement.excluded[name] for name in values},
+        )
+        connection.execute(statement)
+
+    def load_counts(self, experiment: str) -> dict[str, ArmCounts]:
+        """Per-arm routing counts summed over all periods."""
         columns = arm_stats_table.c
-        where = (
-            (columns.experiment == experiment) & (columns.period == period) & (columns.arm == arm)
-        )
-        updated = connection.execute(
-            sa.update(arm_stats_table)
-            .where(where)
-            .values(
-                pulls=columns.pulls + counts.pulls,
-                errors=columns.errors + counts.errors,
-                feedback=columns.feedback + feedback,
-                reward_sum=columns.reward_sum + reward_sum,
-                reward_sum_squares=columns.reward_sum_squares + reward_sum_squares,
+        query = (
+            sa.select(
+                columns.arm,
+                sa.func.sum(columns.pulls),
+                sa.func.sum(columns.errors),
+                sa.func.sum(columns.forced),
+                sa.func.sum(columns.fallbacks),
             )
+            .where(columns.experiment == experiment)
+            .group_by(columns.arm)
         )
-        if updated.rowcount == 0:
-            connection.execute(
-                sa.insert(arm_stats_table).values(
-                    experiment=experiment,
-                    period=period,
-                    arm=arm,
-                    pulls=counts.pulls,
-                    errors=counts.errors,
-                    feedback=feedback,
-                    reward_sum=reward_sum,
-                    reward_sum_squares=reward_sum_squares,
+        with self.engine.connect() as connection:
+            return {
+                arm: ArmCounts(int(pulls), int(errors), int(forced), int(fallbacks))
+                for arm, pulls, errors, forced, fallbacks in connection.execute(query)
+            }
+
+    def load_period_stats(self, experiment: str) -> dict[int, dict[str, ArmStats]]:
+        """Per-period (revision) statistics: counts under each set of weights kept apart."""
+        columns = arm_stats_table.c
+        query = sa.select(arm_stats_table).where(columns.experiment == experiment)
+        periods: dict[int, dict[str, ArmStats]] = {}
+        with self.engine.connect() as connection:
+            for row in connection.execute(query):
+                periods.setdefault(int(row.period), {})[row.arm] = ArmStats(
+                    int(row.pulls), int(row.feedback), row.reward_sum, row.reward_sum_squares
                 )
-            )
+        return periods
+
+    def load_shadows(self, experiment: str) -> dict[str, ShadowCounts]:
+        columns = shadow_stats_table.c
+        query = sa.select(shadow_stats_table).where(columns.experiment == experiment)
+        with self.engine.connect() as connection:
+            return {
+                row.shadow: ShadowCounts(
+                    int(row.requests),
+                    int(row.errors),
+                    int(row.dropped),
+                    float(row.latency_sum_s),
+                    int(row.rows),
+                    int(row.agree_rows),
+                )
+                for row in connection.execute(query)
+            }
 
     def rewards(self, experiment: str) -> list[dict[str, Any]]:
         """All stored feedback of an experiment (for audits, tests and reports)."""

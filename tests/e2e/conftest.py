@@ -9,12 +9,26 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 APP_NAME = "bandit-serve-e2e"
+CONTROL_TOKEN = "test-control-token-0123456789"
+
+BROKEN_MODEL = """
+import mlflow
+
+
+class Broken(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        raise RuntimeError("this model always fails")
+
+
+mlflow.models.set_model(Broken())
+"""
 
 
 def free_port() -> int:
@@ -32,14 +46,33 @@ def arm(name: str, uri: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "model_uri": uri, "deployment": deployment, **extra}
 
 
+def broken_model(root: Path) -> str:
+    """A local MLflow model whose predict always raises (models-from-code)."""
+    import mlflow
+
+    path = root / "broken-model"
+    if not path.exists():
+        code = root / "broken_model.py"
+        code.write_text(BROKEN_MODEL)
+        mlflow.pyfunc.save_model(str(path), python_model=str(code))
+    return str(path)
+
+
+def fixed(name: str, weights: dict[str, float], uris: dict[str, str], **extra: Any) -> dict:
+    arms = [arm(arm_name, uris[arm_name], weight=w) for arm_name, w in weights.items()]
+    return {"name": name, "policy": {"name": "fixed"}, "arms": arms, **extra}
+
+
 def e2e_args(demo_store: dict[str, Any], data_dir: str) -> dict[str, Any]:
-    uris = demo_store["uris"]
+    uris = {**demo_store["uris"], "broken": broken_model(Path(demo_store["root"]))}
     return {
         "data_dir": data_dir,
         "mlflow_tracking_uri": demo_store["tracking_uri"],
+        "auth": {"control_token": CONTROL_TOKEN},
         "router": {
             "sync_interval_s": 0.05,
             "max_batch_rows": 64,
+            "circuit": {"failure_threshold": 3, "cooldown_s": 2.0},
             "deployment": {
                 "num_replicas": 1,
                 "max_ongoing_requests": 128,
@@ -51,6 +84,12 @@ def e2e_args(demo_store: dict[str, Any], data_dir: str) -> dict[str, Any]:
                 "name": "ts",
                 "policy": {"name": "thompson", "params": {"floor": 0.0}},
                 "seed": 0,
+                "arms": [arm("logreg", uris["logreg"]), arm("forest", uris["forest"])],
+            },
+            {
+                "name": "sticky",
+                "policy": {"name": "epsilon_greedy", "params": {"epsilon": 0.5}},
+                "sticky_assignments": True,
                 "arms": [arm("logreg", uris["logreg"]), arm("forest", uris["forest"])],
             },
             {
@@ -75,7 +114,19 @@ def e2e_args(demo_store: dict[str, Any], data_dir: str) -> dict[str, Any]:
                 "reward": "continuous",
                 "policy": {"name": "gaussian_thompson", "params": {"floor": 0.1}},
                 "arms": [arm("logreg", uris["logreg"]), arm("mlp", uris["mlp"])],
+                "shadows": [
+                    {
+                        "name": "forest-shadow",
+                        "model_uri": uris["forest"],
+                        "percent": 100,
+                        "deployment": arm("x", "y")["deployment"],
+                    }
+                ],
             },
+            fixed("flaky", {"logreg": 0.5, "broken": 0.5}, uris),
+            fixed("control", {"logreg": 0.5, "forest": 0.5}, uris),
+            fixed("canary", {"logreg": 0.9, "forest": 0.1}, uris),
+            fixed("durable", {"logreg": 0.5, "forest": 0.5}, uris),
         ],
     }
 
@@ -86,7 +137,8 @@ def serve_url() -> Iterator[str]:
     import ray
     from ray import serve
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # address="local": always a fresh cluster, never one another process started.
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
@@ -95,17 +147,27 @@ def serve_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def app_url(
-    serve_url: str, demo_store: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """The bandit-serve app with four experiments, deployed once for all e2e tests."""
+def app_args(demo_store: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The e2e app's config; its data_dir (experiment store) lives for the whole session."""
+    return e2e_args(demo_store, str(tmp_path_factory.mktemp("bandit-serve")))
+
+
+def deploy(app_args: dict[str, Any], url: str) -> None:
+    """Deploy (or redeploy) the e2e app and wait until it answers."""
     from ray import serve
 
     from serve_app.app import build_app
 
-    data_dir = str(tmp_path_factory.mktemp("bandit-serve"))
-    serve.run(build_app(e2e_args(demo_store, data_dir)), name=APP_NAME, route_prefix="/")
-    wait_healthy(serve_url)
+    serve.run(build_app(app_args), name=APP_NAME, route_prefix="/")
+    wait_healthy(url)
+
+
+@pytest.fixture(scope="session")
+def app_url(serve_url: str, app_args: dict[str, Any]) -> Iterator[str]:
+    """The bandit-serve app with its experiments, deployed once for all e2e tests."""
+    from ray import serve
+
+    deploy(app_args, serve_url)
     yield serve_url
     serve.delete(APP_NAME)
 

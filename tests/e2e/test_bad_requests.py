@@ -76,7 +76,7 @@ def test_feedback_rejects(client, body):
 def test_unknown_experiment_summary_is_404(client):
     response = client.get("/experiments/nope")
     assert response.status_code == 404
-    assert "known: ts, split, short, revenue" in response.json()["message"]
+    assert "known: ts, sticky, split, short, revenue" in response.json()["message"]
 
 
 def test_wrong_method_is_4xx(client):

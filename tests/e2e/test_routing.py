@@ -46,6 +46,7 @@ def test_predict_response_shape(client):
         "propensity",
         "experiment",
         "fallback",
+        "forced",
     }
     assert body["experiment"] == "ts"
     assert body["arm"] in {"logreg", "forest"}
@@ -127,7 +128,17 @@ def test_requests_are_counted_after_a_sync(client):
 
 def test_experiment_list_and_health(client):
     listing = client.get("/experiments").json()["experiments"]
-    assert [e["name"] for e in listing] == ["ts", "split", "short", "revenue"]
+    assert [e["name"] for e in listing] == [
+        "ts",
+        "sticky",
+        "split",
+        "short",
+        "revenue",
+        "flaky",
+        "control",
+        "canary",
+        "durable",
+    ]
     for experiment in listing:
         assert {"name", "policy", "status", "arms"} <= set(experiment)
         for arm in experiment["arms"]:
@@ -157,3 +168,18 @@ def test_continuous_rewards(client):
     # floor 0.1 keeps the loser at >= 10 % of the traffic
     assert arms["logreg"]["weight"] >= 0.1 - 1e-12
     assert arms["mlp"]["prob_best"] > 0.99
+
+
+def test_stored_assignments_keep_a_unit_on_its_first_arm(client, app_args):
+    """epsilon 0.5 would move a unit around; stored assignments keep it on its first arm."""
+    from serve_app.store import ExperimentStore
+
+    for unit in ("ann", "ben", "cat"):
+        arms = {predict(client, "sticky", unit_id=unit)["arm"] for _ in range(12)}
+        assert len(arms) == 1, (unit, arms)
+    spread = Counter(predict(client, "sticky", unit_id=f"unit-{i}")["arm"] for i in range(60))
+    assert len(spread) == 2, spread  # new units still go to both arms
+    store = ExperimentStore(f"sqlite:///{app_args['data_dir']}/experiments.db")
+    stored = store.assign("sticky", "ann", "not-this-arm", 0.0, 1)
+    store.close()
+    assert stored[0] == predict(client, "sticky", unit_id="ann")["arm"]

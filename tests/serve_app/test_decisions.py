@@ -14,11 +14,12 @@ SECRET = bytes(range(32))
 
 
 def test_round_trip_keeps_every_field():
-    token = DecisionToken.issue("exp", 3, "arm-b", 0.123456789, fallback=True)
+    token = DecisionToken.issue("exp", 3, "arm-b", 0.123456789, learned=False)
     decoded = verify(sign(token, SECRET), SECRET)
     assert decoded == token
     assert decoded.propensity == 0.123457
-    assert decoded.fallback is True
+    assert decoded.learned is False
+    assert verify(sign(DecisionToken.issue("e", 1, "a", 1.0), SECRET), SECRET).learned is True
 
 
 def test_nonces_are_unique():
@@ -44,7 +45,19 @@ def test_other_secret_is_forged():
         verify(decision_id, SECRET)
 
 
-@pytest.mark.parametrize("garbage", ["", "abc", "v1.x", "v2.a.b", "v1..", "v1.a.b.c"])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "",
+        "abc",
+        "v1.x",
+        "v2.a.b",
+        "v1..",
+        "v1.a.b.c",
+        "v1.\u00e9.x",
+        "v1.eyJlIjoidHMifQ.\u00e9\u00e9",
+    ],
+)
 def test_malformed_ids_are_invalid(garbage):
     with pytest.raises((InvalidDecision, ForgedDecision)) as caught:
         verify(garbage, SECRET)

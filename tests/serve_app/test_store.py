@@ -1,16 +1,40 @@
-"""The experiment store on a real SQLite file: exactly-once feedback and additive counts."""
+"""The experiment store on a real SQLite file and a real PostgreSQL server.
+
+Exactly-once feedback, additive counts, revisions and audit, on both databases: every test
+runs once per backend (ids ``sqlite`` and ``postgresql``; the latter skips where PostgreSQL is
+not installed).
+"""
 
 from __future__ import annotations
+
+import json
+import threading
 
 import pytest
 
 from bandits import ArmStats
-from serve_app.store import ArmCounts, ExperimentStore, FeedbackRecord
+from serve_app.store import ArmCounts, ExperimentStore, FeedbackRecord, metadata
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A fresh, empty store URL on the requested backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'sub' / 'store.db'}"
+        return
+    url = request.getfixturevalue("postgres_url")
+    yield url
+    # One server for the session: drop every table so the next test starts empty.
+    cleaner = ExperimentStore(url)
+    try:
+        metadata.drop_all(cleaner.engine)
+    finally:
+        cleaner.close()
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = ExperimentStore(f"sqlite:///{tmp_path / 'sub' / 'store.db'}")
+def store(store_url):
+    store = ExperimentStore(store_url)
     yield store
     store.close()
 
@@ -70,3 +94,112 @@ def test_data_survives_reopening(store):
     assert stats["a"] == ArmStats(4, 1, 0.25, 0.0625)
     assert reopened.record({}, [record("k1")]) == [False]
     reopened.close()
+
+
+def test_concurrent_record_accepts_each_key_exactly_once(store):
+    """4 writers, overlapping keys: every key is accepted by exactly one call, none is lost."""
+    threads_n, per_thread, keys_n = 4, 30, 40
+    barrier = threading.Barrier(threads_n)
+    results: dict[int, list[tuple[str, bool]]] = {}
+    errors: list[BaseException] = []
+
+    def writer(index: int) -> None:
+        # Each thread walks the same 40 keys from a different offset, in batches of 3, so
+        # every key is offered by several threads at nearly the same time.
+        store_of_thread = ExperimentStore(store.url)
+        mine: list[tuple[str, bool]] = []
+        try:
+            barrier.wait()
+            for start in range(0, per_thread, 3):
+                keys = [f"k{(index * 10 + i) % keys_n}" for i in range(start, start + 3)]
+                batch = [record(key, arm=f"arm{i % 2}") for i, key in enumerate(keys)]
+                counts = {("exp", 1, "arm0"): ArmCounts(pulls=1)}
+                mine.extend(zip(keys, store_of_thread.record(counts, batch), strict=True))
+        except BaseException as error:  # reported by the main thread below
+            errors.append(error)
+        finally:
+            results[index] = mine
+            store_of_thread.close()
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    offered = [pair for index in range(threads_n) for pair in results[index]]
+    accepted = [key for key, ok in offered if ok]
+    assert sorted(accepted) == sorted(set(accepted)), "a key was accepted twice"
+    assert set(accepted) == {key for key, _ in offered}, "an offered key was never accepted"
+    stored = [row["decision_key"] for row in store.rewards("exp")]
+    assert sorted(stored) == sorted(accepted)
+    stats, _ = store.load_stats("exp")
+    assert sum(arm.feedback for arm in stats.values()) == len(accepted)
+    assert stats["arm0"].pulls == threads_n * (per_thread // 3)
+
+
+def test_ensure_experiment_revisions_and_audit_trail(store):
+    config = {"arms": ["a", "b"], "policy": {"name": "thompson"}}
+    assert store.ensure_experiment("exp", config, actor="alice") == 1
+    # Same config, other key order: same JSON, no new revision, no audit entry.
+    assert store.ensure_experiment("exp", dict(reversed(config.items())), actor="bob") == 1
+    assert store.ensure_experiment("exp", {**config, "seed": 1}, actor="carol") == 2
+    assert store.ensure_experiment("exp", config, actor="dave") == 3
+    assert store.ensure_experiment("other", config, actor="erin") == 1
+    row = store.experiment_row("exp")
+    assert row is not None
+    assert row["revision"] == 3
+    assert row["status"] == "running"
+    assert json.loads(row["config"]) == config
+    assert row["updated_at"] >= row["created_at"]
+    assert store.experiment_row("missing") is None
+    log = store.audit_log("exp")
+    assert [entry["action"] for entry in log] == ["create", "config_change", "config_change"]
+    assert [entry["actor"] for entry in log] == ["alice", "carol", "dave"]
+    assert [json.loads(entry["detail"]) for entry in log] == [
+        {"revision": 1},
+        {"revision": 2},
+        {"revision": 3},
+    ]
+    assert [entry["at"] for entry in log] == sorted(entry["at"] for entry in log)
+    assert [entry["actor"] for entry in store.audit_log("other")] == ["erin"]
+
+
+def test_large_feedback_batch_in_one_call(store):
+    batch = [
+        record(f"key-{i:05d}", arm="ab"[i % 2], reward=(i % 4) / 4, learned=i % 10 != 0)
+        for i in range(2000)
+    ]
+    # A duplicate inside the batch and one already stored are both refused.
+    assert store.record({}, [record("key-00003")]) == [True]
+    accepted = store.record({("exp", 1, "a"): ArmCounts(pulls=2000)}, [*batch, batch[7]])
+    assert accepted == [i != 3 for i in range(2000)] + [False]
+    rows = store.rewards("exp")
+    assert len(rows) == 2000
+    stats, _ = store.load_stats("exp")
+    learned = [r for i, r in enumerate(batch) if r.learned and i != 3] + [record("key-00003")]
+    assert sum(arm.feedback for arm in stats.values()) == len(learned)
+    for arm in "ab":
+        rewards = [r.reward for r in learned if r.arm == arm]
+        assert stats[arm].feedback == len(rewards)
+        assert stats[arm].reward_sum == pytest.approx(sum(rewards))
+    assert stats["a"].pulls == 2000
+
+
+def test_rewards_keep_exact_float_values(store):
+    values = [0.1, 1 / 3, 2**-40, 0.123456789012345678, 1e-300, 12345.678901234567, 0.0, 1.0]
+    store.record(
+        {},
+        [record(f"f{i}", arm="c", reward=value) for i, value in enumerate(values)],
+    )
+    stored = {row["decision_key"]: row for row in store.rewards("exp")}
+    for i, value in enumerate(values):
+        row = stored[f"f{i}"]
+        assert row["reward"] == value  # bit-exact: double precision on both databases
+        assert row["propensity"] == 0.5
+        assert row["issued_at"] == 100.0
+    stats, _ = store.load_stats("exp")
+    total = 0.0
+    for value in values:
+        total += value
+    assert stats["c"].reward_sum == pytest.approx(total, rel=1e-15)

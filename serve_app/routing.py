@@ -1,0 +1,136 @@
+"""How one router replica routes one experiment: policy, circuit breakers and overrides.
+
+A decision is one of:
+
+- the policy's choice on the local snapshot (``learned``), re-drawn among healthy arms when
+  the chosen arm's circuit is open. With weights ``w`` and open set ``O`` an arm ``a`` is then
+  routed with probability ``w_a + (sum_O w) w_a / H = w_a / H``, ``H = sum_{b not in O} w_b``,
+  which is the propensity logged for every decision while ``O`` is not empty, so learning
+  and inverse-propensity estimates stay unbiased;
+- a forced arm (a QA override) or the one arm of a paused or concluded experiment, with
+  propensity 1 and kept out of learning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from ray.serve.handle import DeploymentHandle
+
+from bandits import ArmStats, Decision, Policy, make_policy
+from serve_app.circuit import CircuitBreaker
+from serve_app.config import CircuitConfig, DeploymentOptions, ExperimentConfig
+from serve_app.errors import InvalidRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one request goes, and whether its feedback may teach the policy."""
+
+    arm: str
+    propensity: float
+    learned: bool
+    forced: bool = False
+
+
+@dataclass
+class RoutedExperiment:
+    """The router-local view of one experiment, refreshed by every state sync."""
+
+    config: ExperimentConfig
+    revision: int
+    policy: Policy
+    handles: dict[str, DeploymentHandle]
+    shadow_handles: dict[str, DeploymentHandle]
+    breakers: dict[str, CircuitBreaker]
+    status: str = "running"
+    route_to: str | None = None
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+
+    @classmethod
+    def create(
+        cls,
+        config: ExperimentConfig,
+        snapshot: dict[str, Any],
+        handles: dict[str, DeploymentHandle],
+        shadow_handles: dict[str, DeploymentHandle],
+        circuit: CircuitConfig,
+    ) -> RoutedExperiment:
+        revision = int(snapshot["revision"])
+        routed = cls(
+            config=config,
+            revision=revision,
+            policy=_policy(config, revision),
+            handles=handles,
+            shadow_handles=shadow_handles,
+            breakers={
+                arm: CircuitBreaker(circuit.failure_threshold, circuit.cooldown_s)
+                for arm in config.arm_names
+            },
+        )
+        routed.apply(snapshot)
+        return routed
+
+    def apply(self, snapshot: dict[str, Any]) -> None:
+        """Take a snapshot from the state: merged stats, status, and a new config if any."""
+        revision = int(snapshot["revision"])
+        if "config" in snapshot:
+            self.config = ExperimentConfig.model_validate(snapshot["config"])
+        if revision != self.revision:
+            self.policy = _policy(self.config, revision)
+            self.revision = revision
+        self.status = snapshot["status"]
+        self.route_to = snapshot["route_to"]
+        self.policy.set_stats(
+            {arm: ArmStats.from_dict(values) for arm, values in snapshot["stats"].items()}
+        )
+
+    def route(self, unit_id: str | None, forced_arm: str | None) -> Route:
+        """Decide the arm for one request."""
+        if forced_arm is not None:
+            if forced_arm not in self.handles:
+                raise InvalidRequest(
+                    f"arm {forced_arm!r} is not an arm of experiment {self.config.name!r}; "
+                    f"arms: {', '.join(self.config.arm_names)}",
+                    field="arm",
+                )
+            return Route(forced_arm, 1.0, learned=False, forced=True)
+        if self.route_to is not None:
+            return Route(self.route_to, 1.0, learned=False)
+        decision = self._select_healthy(unit_id)
+        return Route(decision.arm, decision.propensity, learned=True)
+
+    def _select_healthy(self, unit_id: str | None) -> Decision:
+        refusing = {arm for arm, breaker in self.breakers.items() if breaker.refuses()}
+        decision = self.policy.select(unit_id)
+        if not refusing:
+            self.breakers[decision.arm].allows()
+            return decision
+        weights = self.policy.weights()
+        healthy = {arm: w for arm, w in weights.items() if w > 0 and arm not in refusing}
+        if not healthy:
+            return decision  # nothing better: let the call try, the fallback answers
+        arm = decision.arm
+        if arm not in healthy:  # re-draw among healthy arms in proportion to their weights
+            names = list(healthy)
+            shares = np.array([healthy[name] for name in names]) / sum(healthy.values())
+            arm = names[int(self.rng.choice(len(names), p=shares))]
+        self.breakers[arm].allows()  # claims the probe of a half-open arm
+        return Decision(arm, weights[arm] / sum(healthy.values()))
+
+    def options(self, arm: str) -> DeploymentOptions:
+        for arm_config in self.config.arms:
+            if arm_config.name == arm:
+                return arm_config.deployment
+        for shadow in self.config.shadows:
+            if shadow.name == arm:
+                return shadow.deployment
+        raise KeyError(arm)
+
+
+def _policy(config: ExperimentConfig, revision: int) -> Policy:
+    return make_policy(
+        config.policy.name, config.arm_names, config.policy_params(revision), seed=config.seed
+    )
