@@ -78,6 +78,9 @@ class DeploymentOptions(StrictModel):
     max_ongoing_requests: int = Field(64, ge=1)
     ray_actor_options: ActorOptions = ActorOptions()
     timeout_s: float = Field(10.0, gt=0.0, description="per-call timeout the router applies")
+    health_check_period_s: float = Field(
+        5.0, gt=0.0, description="how soon Serve notices a dead replica (Ray's default: 10)"
+    )
     batching: BatchingConfig | None = None
 
     @model_validator(mode="after")
@@ -97,6 +100,7 @@ class DeploymentOptions(StrictModel):
         """Keyword arguments for ``Deployment.options``."""
         options: dict[str, Any] = {
             "max_ongoing_requests": self.max_ongoing_requests,
+            "health_check_period_s": self.health_check_period_s,
             "ray_actor_options": self.ray_actor_options.model_dump(exclude_none=True),
         }
         if self.autoscaling_config is not None:

@@ -43,6 +43,7 @@ from serve_app.routing import Route, RoutedExperiment
 from serve_app.schemas import (
     AuditEntry,
     ControlRequest,
+    CreateRequest,
     ExperimentList,
     ExperimentSummary,
     FeedbackRequest,
@@ -50,6 +51,7 @@ from serve_app.schemas import (
     PredictRequest,
     PredictResponse,
     PromoteRequest,
+    UpdateRequest,
     WeightsRequest,
 )
 from serve_app.store import FeedbackRecord
@@ -84,17 +86,15 @@ class Router:
         self._state = state
         registration = await state.register.remote(self.router_id)
         self._secret: bytes = registration["secret"]
-        snapshot = registration["snapshot"]
-        self.experiments = {
-            name: RoutedExperiment.create(
-                self.config.experiment(name),
-                snapshot[name],
-                arms[name],
-                shadows.get(name, {}),
-                self.limits.circuit,
-            )
-            for name in snapshot
-        }
+        # Every deployed model by URI, so experiments created at runtime find their arms.
+        self._models: dict[str, DeploymentHandle] = {}
+        for experiment in self.config.experiments:
+            for arm in experiment.arms:
+                self._models.setdefault(arm.model_uri, arms[experiment.name][arm.name])
+            for shadow in experiment.shadows:
+                self._models.setdefault(shadow.model_uri, shadows[experiment.name][shadow.name])
+        self.experiments: dict[str, RoutedExperiment] = {}
+        self._add_experiments(registration["snapshot"])
         self._default_experiment = self.config.experiments[0].name
         self._counts = CountBuffer()
         self._sync_wanted = asyncio.Event()
@@ -109,6 +109,22 @@ class Router:
             loop.create_task(self._sync_forever()),
             loop.create_task(self._watch_replicas()),
         ]
+
+    def _add_experiments(self, snapshot: dict[str, Any]) -> None:
+        """Start routing experiments this replica does not know yet (created at runtime)."""
+        for name, state in snapshot.items():
+            if name in self.experiments or "config" not in state:
+                continue
+            config = ExperimentConfig.model_validate(state["config"])
+            try:
+                arms = {arm.name: self._models[arm.model_uri] for arm in config.arms}
+                shadows = {s.name: self._models[s.model_uri] for s in config.shadows}
+            except KeyError as missing:
+                logger.error("experiment %s uses undeployed model %s", name, missing)
+                continue
+            self.experiments[name] = RoutedExperiment.create(
+                config, state, arms, shadows, self.limits.circuit
+            )
 
     # ---------------------------------------------------------------- predictions
 
@@ -317,6 +333,7 @@ class Router:
         for name, routed in self.experiments.items():
             if name in snapshot:
                 routed.apply(snapshot[name])
+        self._add_experiments(snapshot)
 
     async def _watch_replicas(self) -> None:
         """Hold an arm's circuit open while its deployment has no running replica."""
@@ -325,7 +342,7 @@ class Router:
             try:
                 status = await asyncio.to_thread(serve.status)
             except Exception as error:  # the controller is restarting: try again later
-                logger.debug("serve.status() failed: %r", error)
+                logger.warning("replica check failed (serve.status()): %r", error)
                 continue
             for routed in self.experiments.values():
                 for arm, handle in routed.handles.items():
@@ -476,7 +493,7 @@ class Router:
 
     async def _control(self, request: Request, name: str, action: str, **kwargs: Any) -> Any:
         actor = self._authorize_control(request)
-        if name not in self.experiments:
+        if name not in self.experiments and action != "create":
             raise self._unknown(name)
         result = await self._state.control.remote(action, name, actor, **kwargs)
         if "error" in result:
@@ -486,6 +503,32 @@ class Router:
             raise error_type(result["error"])
         await self._sync_once()  # this replica routes on the change at once; others <= 100 ms
         return result["ok"]
+
+    @app.post(
+        "/experiments",
+        response_model=ExperimentSummary,
+        status_code=201,
+        responses=ERRORS,
+        openapi_extra=json_body(CreateRequest),
+    )
+    async def create(self, request: Request) -> Any:
+        """Create an experiment whose arms use models this app already deploys.
+
+        The body is an experiment as in the config (name, policy, arms, ...) plus ``reason``.
+        """
+        self._authorize_control(request)  # 401/403 before reading the body
+        body = await parse_body(request, CreateRequest, self.limits.max_body_bytes)
+        spec = body.model_dump(exclude={"reason"})
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest("name: required, the new experiment's name", field="name")
+        return await self._control(request, name, "create", spec=spec, reason=body.reason)
+
+    @app.patch("/experiments/{name}", response_model=ExperimentSummary, responses=ERRORS)
+    async def update(self, name: str, request: Request, body: UpdateRequest) -> Any:
+        """Change description, policy parameters, default arm or attribution window."""
+        changes = body.model_dump(exclude={"reason"}, exclude_none=True)
+        return await self._control(request, name, "update", changes=changes, reason=body.reason)
 
     @app.post("/experiments/{name}/pause", response_model=ExperimentSummary, responses=ERRORS)
     async def pause(self, name: str, request: Request, body: ControlRequest | None = None) -> Any:

@@ -121,6 +121,20 @@ class PromoteRequest(ControlRequest):
     arm: str = Field(min_length=1, max_length=64)
 
 
+class CreateRequest(BaseModel):
+    """An experiment as in the app config (name, reward, policy, arms, ...), plus a reason."""
+
+    model_config = ConfigDict(extra="allow")
+    reason: str = Field("", max_length=1000)
+
+
+class UpdateRequest(ControlRequest):
+    description: str | None = None
+    policy_params: dict[str, Any] | None = None
+    default_arm: str | None = None
+    feedback_window_s: float | None = Field(None, gt=0)
+
+
 class AuditEntry(BaseModel):
     id: int
     at: float

@@ -28,10 +28,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
 from ray import serve
 
 from bandits import ArmStats, Policy, make_policy, prob_best
-from serve_app.config import SECRET_ENV, AppConfig, ExperimentConfig
+from serve_app.config import (
+    SECRET_ENV,
+    AppConfig,
+    ExperimentConfig,
+    describe_validation_error,
+)
 from serve_app.store import ArmCounts, ExperimentStore, FeedbackRecord, ShadowCounts
 
 logger = logging.getLogger("ray.serve")
@@ -175,17 +181,26 @@ class ExperimentState:
         self._secret = env_secret.encode() if env_secret else self.store.secret()
         self._write_lock = asyncio.Lock()
         self.experiments = {
-            experiment.name: self._restore(experiment) for experiment in self.config.experiments
+            experiment.name: self._restore(experiment.name, experiment)
+            for experiment in self.config.experiments
         }
+        for name in self.store.api_experiments():
+            if name not in self.experiments:
+                self.experiments[name] = self._restore(name)
+        # models with a deployment in this app, and the feature count of each
+        self._deployed: dict[str, int | None] = {}
+        for experiment in self.config.experiments:
+            for model in [*experiment.arms, *experiment.shadows]:
+                self._deployed.setdefault(model.model_uri, experiment.n_features)
 
-    def _restore(self, deployed: ExperimentConfig) -> LiveExperiment:
-        self.store.ensure_experiment(
-            deployed.name, deployed.model_dump(mode="json"), actor="startup"
-        )
-        row = self.store.experiment_row(deployed.name)
+    def _restore(self, name: str, deployed: ExperimentConfig | None = None) -> LiveExperiment:
+        """Load one experiment from the store (creating or updating it from ``deployed``)."""
+        if deployed is not None:
+            self.store.ensure_experiment(name, deployed.model_dump(mode="json"), actor="startup")
+        row = self.store.experiment_row(name)
         assert row is not None
         config = ExperimentConfig.model_validate(json.loads(row["config"]))
-        stats, _ = self.store.load_stats(deployed.name)
+        stats, _ = self.store.load_stats(name)
         live = LiveExperiment(
             config=config,
             revision=int(row["revision"]),
@@ -193,8 +208,8 @@ class ExperimentState:
             outcome=row["outcome"],
             winner=row["winner"],
             policy=self._policy(config, int(row["revision"])),
-            counts=self.store.load_counts(deployed.name),
-            shadows=self.store.load_shadows(deployed.name),
+            counts=self.store.load_counts(name),
+            shadows=self.store.load_shadows(name),
         )
         live.policy.set_stats({arm: stats.get(arm, ArmStats()) for arm in config.arm_names})
         logger.info(
@@ -348,6 +363,60 @@ class ExperimentState:
         logger.info("experiment %s: %s by %s (%s)", live.config.name, action, actor, detail)
         return live.summary()
 
+    async def create(
+        self, name: str, actor: str, spec: Mapping[str, Any], reason: str = ""
+    ) -> dict[str, Any]:
+        """A new experiment whose arms use models this app already deploys."""
+        if name in self.experiments:
+            raise ControlError(f"experiment {name!r} exists already")
+        config = self._validated({**spec, "name": name})
+        missing = sorted(
+            {m.model_uri for m in [*config.arms, *config.shadows]} - set(self._deployed)
+        )
+        if missing:
+            raise ControlError(
+                f"model_uri {', '.join(missing)} has no deployment in this app; add an "
+                "experiment that uses it to the app config and redeploy",
+                status=422,
+            )
+        if config.n_features is None:
+            config = config.model_copy(
+                update={"n_features": self._deployed[config.arms[0].model_uri]}
+            )
+        async with self._write_lock:
+            created = await asyncio.to_thread(
+                self.store.create_experiment, name, config.model_dump(mode="json"), actor, reason
+            )
+            if not created:
+                raise ControlError(f"experiment name {name!r} was used before; pick another")
+            self.experiments[name] = self._restore(name)
+        logger.info("experiment %s created by %s", name, actor)
+        return self.experiments[name].summary()
+
+    async def update(
+        self, name: str, actor: str, changes: Mapping[str, Any], reason: str = ""
+    ) -> dict[str, Any]:
+        """Change description, policy parameters, default arm or attribution window: a new
+        revision (the arms and the policy itself are fixed for an experiment's life)."""
+        live = self._live(name)
+        spec = live.config.model_dump(mode="json")
+        for key, value in changes.items():
+            if key == "policy_params":
+                spec["policy"]["params"] = value
+            else:
+                spec[key] = value
+        config = self._validated(spec)
+        detail = {"changes": dict(changes), "reason": reason}
+        return await self._change(live, "update", actor, detail, config=config)
+
+    @staticmethod
+    def _validated(spec: Mapping[str, Any]) -> ExperimentConfig:
+        try:
+            return ExperimentConfig.model_validate(spec)
+        except ValidationError as error:
+            lines = "; ".join(describe_validation_error(error))
+            raise ControlError(f"invalid experiment: {lines}", status=422) from None
+
     async def pause(self, name: str, actor: str, reason: str = "") -> dict[str, Any]:
         """All traffic to the default arm, nothing learned, until resumed."""
         live = self._live(name)
@@ -420,6 +489,8 @@ class ExperimentState:
         """One entry point for the control plane: ``{"ok": summary}`` or ``{"error": message,
         "status": http_status}`` (exceptions would lose their status crossing the actor)."""
         handlers = {
+            "create": self.create,
+            "update": self.update,
             "pause": self.pause,
             "resume": self.resume,
             "weights": self.set_weights,

@@ -47,6 +47,8 @@ experiments_table = sa.Table(
     # with an unchanged deployed config keeps the runtime changes; a new one replaces them.
     sa.Column("config", sa.Text, nullable=False),
     sa.Column("source_config", sa.Text, nullable=False),
+    # "config": deployed with the app's config; "api": created through the control plane.
+    sa.Column("origin", sa.String(16), nullable=False, default="config"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
@@ -290,10 +292,46 @@ class ExperimentStore:
             self._audit(connection, name, "config_change", {"revision": revision}, actor)
             return revision
 
+    def create_experiment(
+        self, name: str, config: Mapping[str, Any], actor: str, reason: str
+    ) -> bool:
+        """Create an experiment through the control plane. False if the name is taken."""
+        text = json.dumps(config, sort_keys=True)
+        now = time.time()
+        with self.engine.begin() as connection:
+            created = connection.execute(
+                self._insert(experiments_table)
+                .values(
+                    name=name,
+                    revision=1,
+                    status="running",
+                    config=text,
+                    source_config=text,
+                    origin="api",
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["name"])
+                .returning(experiments_table.c.name)
+            ).first()
+            if created is None:
+                return False
+            self._register_arms(connection, name, config)
+            self._audit(connection, name, "create", {"revision": 1, "reason": reason}, actor)
+        return True
+
+    def api_experiments(self) -> list[str]:
+        """Names of the experiments created through the control plane."""
+        query = sa.select(experiments_table.c.name).where(experiments_table.c.origin == "api")
+        with self.engine.connect() as connection:
+            return list(connection.execute(query).scalars())
+
     def _register_arms(
         self, connection: sa.Connection, name: str, config: Mapping[str, Any]
     ) -> None:
         for arm in config.get("arms", []):
+            if not isinstance(arm, Mapping) or "model_uri" not in arm:
+                continue
             connection.execute(
                 self._insert(arms_table)
                 .values(

@@ -42,6 +42,7 @@ def arm(name: str, uri: str, **extra: Any) -> dict[str, Any]:
         "num_replicas": 1,
         "max_ongoing_requests": 64,
         "ray_actor_options": {"num_cpus": 0.1},
+        "timeout_s": 4.0,
     }
     return {"name": name, "model_uri": uri, "deployment": deployment, **extra}
 

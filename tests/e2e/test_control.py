@@ -116,3 +116,64 @@ def test_audit_log_records_who_did_what_without_the_secret(client):
     assert {entry["actor"] for entry in changes} == {fingerprint(CONTROL_TOKEN)}
     assert CONTROL_TOKEN not in response.text
     assert "incident 42" in next(e["detail"] for e in entries if e["action"] == "pause")
+
+
+def test_update_changes_policy_parameters_in_a_new_revision(client):
+    revision = client.get("/experiments/sticky").json()["revision"]
+    updated = client.patch(
+        "/experiments/sticky",
+        json={"policy_params": {"floor": 0.25}, "description": "floor up", "reason": "explore"},
+        headers=AUTH,
+    )
+    assert updated.status_code == 200, updated.text
+    body = updated.json()
+    assert body["revision"] == revision + 1
+    assert body["policy_params"] == {"floor": 0.25}
+    assert body["description"] == "floor up"
+    assert min(arm["weight"] for arm in body["arms"]) >= 0.25 - 1e-12
+    bad = client.patch("/experiments/sticky", json={"policy_params": {"floor": 0.9}}, headers=AUTH)
+    assert bad.status_code == 422
+    assert "floor" in bad.json()["message"]
+    typo = client.patch("/experiments/sticky", json={"polcy_params": {}}, headers=AUTH)
+    assert typo.status_code == 422
+    assert client.patch("/experiments/sticky", json={}).status_code == 401
+
+
+def test_create_an_experiment_on_deployed_models(client):
+    spec = {
+        "name": "created",
+        "policy": {"name": "fixed"},
+        "arms": [
+            {
+                "name": "a",
+                "model_uri": client.get("/experiments/ts").json()["arms"][0]["model_uri"],
+                "weight": 0.5,
+            },
+            {
+                "name": "b",
+                "model_uri": client.get("/experiments/ts").json()["arms"][1]["model_uri"],
+                "weight": 0.5,
+            },
+        ],
+        "reason": "new test",
+    }
+    assert client.post("/experiments", json=spec).status_code == 401
+    created = client.post("/experiments", json=spec, headers=AUTH)
+    assert created.status_code == 201, created.text
+    assert created.json()["revision"] == 1
+    counts = arms_routed(client, "created", 60)
+    assert set(counts) == {"a", "b"}
+    duplicate = client.post("/experiments", json=spec, headers=AUTH)
+    assert duplicate.status_code == 409
+    unknown_model = {**spec, "name": "created2"}
+    unknown_model["arms"] = [
+        {**spec["arms"][0], "model_uri": "models:/never-deployed/1"},
+        spec["arms"][1],
+    ]
+    refused = client.post("/experiments", json=unknown_model, headers=AUTH)
+    assert refused.status_code == 422
+    assert "no deployment in this app" in refused.json()["message"]
+    invalid = client.post("/experiments", json={**spec, "name": "bad name"}, headers=AUTH)
+    assert invalid.status_code == 422
+    audit = client.get("/experiments/created/audit", headers=AUTH).json()
+    assert [entry["action"] for entry in audit] == ["create"]

@@ -106,7 +106,8 @@ def test_schema_documents_the_public_api(api_schema: Any) -> None:
     listed = {(op.method.upper(), op.path) for op in operations(api_schema)}
     assert set(DOCUMENTED) <= listed
     for op in operations(api_schema):
-        if group_of(op) == "admin":
+        if group_of(op) == "admin" and op.path != "/experiments":
+            # POST /experiments needs no pin: without a bearer token it can only answer 401
             assert "{name}" in op.path, f"cannot fuzz {op.label} without changing state"
 
 
@@ -157,9 +158,11 @@ def test_no_generated_request_gets_a_server_error(
     if group != "admin":
         assert selected, f"the schema has no {group} operation"
     for operation in selected:
-        if group == "admin":
+        if group == "admin" and "{name}" in operation.path:
             pinned = {"path_parameters": {"name": MISSING_EXPERIMENT}}
             statuses = fuzz(operation, app_url, ADMIN_MAX_EXAMPLES, **pinned)
+        elif group == "admin":
+            statuses = fuzz(operation, app_url, ADMIN_MAX_EXAMPLES)
         else:
             statuses = fuzz(operation, app_url)
         if group == "POST /predict":

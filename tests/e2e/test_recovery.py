@@ -83,18 +83,19 @@ def join(load: dict[str, Any]) -> None:
 def test_killing_a_model_replica_fails_no_request(app_url):
     import ray
 
-    load = run_load(app_url, seconds=6.0, feedback=False)
+    load = run_load(app_url, seconds=10.0, feedback=False)
     time.sleep(1.5)
     ray.kill(replica_actor("model-ts-forest"), no_restart=True)
     seen = set()
     with httpx.Client(base_url=app_url, timeout=30) as client:
-        deadline = time.monotonic() + 4.0
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 20.0
+        while "unavailable" not in seen and time.monotonic() < deadline:
             seen.add(client.get("/healthz").json()["circuits"]["durable"]["forest"])
             time.sleep(0.2)
     join(load)
-    # the router stopped choosing the dead arm (open circuit, or no running replica)
-    assert seen & {"open", "unavailable"}, seen
+    # the router stopped choosing the dead arm: its circuit opened on the failed calls, and
+    # it is held open while Serve reports no running replica
+    assert "unavailable" in seen, seen
     assert len(load["predict"]) > 20
     assert set(load["predict"]) == {200}, load["predict"]
     wait_running("model-ts-forest")
@@ -111,9 +112,11 @@ def test_killing_the_state_actor_loses_no_acknowledged_feedback(app_url, app_arg
     # predictions never wait for the state: all answered during the outage
     assert set(load["predict"]) == {200}
     outcomes = load["feedback"]
-    acknowledged = [(d, r) for d, r, status in outcomes if status == 200]
+    # 409 on a first attempt: Serve retried a commit whose reply the dying actor never sent,
+    # and the retry found the reward already stored; it is acknowledged as stored.
+    acknowledged = [(d, r) for d, r, status in outcomes if status in (200, 409)]
     assert len(acknowledged) > 10
-    assert {status for *_, status in outcomes} <= {200, 503}
+    assert {status for *_, status in outcomes} <= {200, 409, 503}
     # a client retries what got 503: it is either stored now or was stored before (409)
     with httpx.Client(base_url=app_url, timeout=30) as client:
         for decision_id, reward, status in outcomes:

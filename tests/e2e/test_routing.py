@@ -128,7 +128,8 @@ def test_requests_are_counted_after_a_sync(client):
 
 def test_experiment_list_and_health(client):
     listing = client.get("/experiments").json()["experiments"]
-    assert [e["name"] for e in listing] == [
+    # the configured experiments, in config order (tests may create more at runtime)
+    assert [e["name"] for e in listing][:9] == [
         "ts",
         "sticky",
         "split",

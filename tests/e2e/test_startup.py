@@ -27,8 +27,8 @@ def test_missing_model_is_named(demo_store, tmp_path):
 
 def test_invalid_config_fails_before_anything_starts(demo_store, tmp_path):
     args = copy.deepcopy(e2e_args(demo_store, str(tmp_path)))
-    args["experiments"][1]["arms"][0]["weight"] = 0.9
-    with pytest.raises(ConfigError, match=r"experiments\[1\]: arm weights must add up to 1"):
+    args["experiments"][2]["arms"][0]["weight"] = 0.9  # "split"
+    with pytest.raises(ConfigError, match=r"experiments\[2\]: arm weights must add up to 1"):
         build_app(args)
 
 

@@ -1,0 +1,184 @@
+"""Experiment metrics in the Prometheus text format, rendered by the state deployment.
+
+Every router replica answers ``GET /metrics`` with the same numbers because one place — the
+experiment-state deployment, which merges every router's counts — renders them. The series
+(all labelled ``experiment`` and ``arm`` or ``shadow``) are listed in :data:`SERIES`; the
+README documents them and the dashboard and alert rules use only these.
+
+Latency is a histogram with :data:`LATENCY_BUCKETS`: routers count calls per bucket and sync
+the counts like every other counter, so the quantiles the dashboard shows
+(``histogram_quantile``) cover every replica. Counters restart from the store's totals after a
+restart, except latency and shadow latency, which live in memory (a Prometheus counter reset,
+which ``rate()`` handles).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+# name -> (type, labels, help)
+SERIES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "bandit_arm_requests": ("counter", ("experiment", "arm"), "Decisions routed to the arm."),
+    "bandit_arm_errors": ("counter", ("experiment", "arm"), "Failed or timed-out arm calls."),
+    "bandit_arm_fallbacks": (
+        "counter",
+        ("experiment", "arm"),
+        "Requests the default arm answered because this arm failed.",
+    ),
+    "bandit_arm_feedback": ("counter", ("experiment", "arm"), "Rewards learned from."),
+    "bandit_arm_reward_sum": ("counter", ("experiment", "arm"), "Sum of learned rewards."),
+    "bandit_arm_latency_seconds": (
+        "histogram",
+        ("experiment", "arm"),
+        "Model call latency seen by the routers.",
+    ),
+    "bandit_arm_weight": ("gauge", ("experiment", "arm"), "Current routing probability."),
+    "bandit_arm_prob_best": ("gauge", ("experiment", "arm"), "Posterior P(arm is best)."),
+    "bandit_arm_posterior_mean": ("gauge", ("experiment", "arm"), "Mean reward estimate."),
+    "bandit_arm_circuit_open": (
+        "gauge",
+        ("experiment", "arm"),
+        "Router replicas whose circuit for the arm is not closed.",
+    ),
+    "bandit_arm_guardrail_breached": (
+        "gauge",
+        ("experiment", "arm"),
+        "1 when the arm breaches a configured guardrail.",
+    ),
+    "bandit_experiment_srm_p_value": (
+        "gauge",
+        ("experiment",),
+        "Sample-ratio-mismatch p-value of routed counts against the logged weights.",
+    ),
+    "bandit_experiment_status": (
+        "gauge",
+        ("experiment", "status"),
+        "1 for the experiment's current status.",
+    ),
+    "bandit_shadow_requests": ("counter", ("experiment", "shadow"), "Mirrored calls."),
+    "bandit_shadow_errors": ("counter", ("experiment", "shadow"), "Failed mirrored calls."),
+    "bandit_shadow_agreement": (
+        "gauge",
+        ("experiment", "shadow"),
+        "Share of rows where the shadow predicted what the served arm predicted.",
+    ),
+}
+STATUSES = ("running", "paused", "concluded")
+
+
+def exported_names() -> set[str]:
+    """Every series name as it appears in the text format (``_total``, ``_bucket`` ...)."""
+    names = set()
+    for name, (kind, _, _) in SERIES.items():
+        if kind == "counter":
+            names.add(f"{name}_total")
+        elif kind == "histogram":
+            names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+        else:
+            names.add(name)
+    return names
+
+
+def latency_bucket(seconds: float) -> int:
+    """Index of the histogram bucket for one observation (``len(LATENCY_BUCKETS)``: +Inf)."""
+    return bisect.bisect_left(LATENCY_BUCKETS, seconds)
+
+
+class _Families:
+    """Builds one metric family per series, with its documented type, labels and help."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, Metric] = {}
+        for name, (kind, labels, help_text) in SERIES.items():
+            family_type = {
+                "counter": CounterMetricFamily,
+                "gauge": GaugeMetricFamily,
+                "histogram": HistogramMetricFamily,
+            }[kind]
+            self.families[name] = family_type(name, help_text, labels=list(labels))
+
+    def add(self, name: str, labels: Iterable[str], value: float) -> None:
+        self.families[name].add_metric(list(labels), value)  # type: ignore[attr-defined]
+
+    def add_histogram(
+        self, name: str, labels: Iterable[str], buckets: Mapping[int, float], total: float
+    ) -> None:
+        cumulative, rows = 0.0, []
+        for index, bound in enumerate((*LATENCY_BUCKETS, float("inf"))):
+            cumulative += buckets.get(index, 0)
+            rows.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        self.families[name].add_metric(list(labels), rows, total)  # type: ignore[attr-defined]
+
+
+class _Snapshot:
+    """A prometheus-client collector over a list of ready-made families."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
+
+
+def render(experiments: Iterable[Mapping[str, Any]]) -> bytes:
+    """The text format for experiment summaries extended with the metric-only fields.
+
+    Each mapping is an experiment summary (see ``LiveExperiment.summary``) plus
+    ``latency`` ({arm: {"buckets": {index: n}, "sum": s}}), ``circuit_open`` ({arm: n}),
+    ``guardrail_breached`` ({arm: bool}), ``srm_p_value`` (float or None) and per-shadow
+    fields already in the summary.
+    """
+    families = _Families()
+    for experiment in experiments:
+        name = experiment["name"]
+        for arm in experiment["arms"]:
+            labels = (name, arm["name"])
+            families.add("bandit_arm_requests", labels, arm["requests"])
+            families.add("bandit_arm_errors", labels, arm["errors"])
+            families.add("bandit_arm_fallbacks", labels, arm["fallbacks"])
+            families.add("bandit_arm_feedback", labels, arm["feedback"])
+            families.add("bandit_arm_reward_sum", labels, arm["reward_sum"])
+            families.add("bandit_arm_weight", labels, arm["weight"])
+            families.add("bandit_arm_prob_best", labels, arm["prob_best"])
+            families.add("bandit_arm_posterior_mean", labels, arm["reward_mean"])
+            families.add(
+                "bandit_arm_circuit_open", labels, experiment["circuit_open"].get(arm["name"], 0)
+            )
+            breached = experiment["guardrail_breached"].get(arm["name"], False)
+            families.add("bandit_arm_guardrail_breached", labels, float(breached))
+            latency = experiment["latency"].get(arm["name"], {})
+            families.add_histogram(
+                "bandit_arm_latency_seconds",
+                labels,
+                latency.get("buckets", {}),
+                latency.get("sum", 0.0),
+            )
+        if experiment["srm_p_value"] is not None:
+            families.add("bandit_experiment_srm_p_value", (name,), experiment["srm_p_value"])
+        for status in STATUSES:
+            families.add(
+                "bandit_experiment_status", (name, status), float(experiment["status"] == status)
+            )
+        for shadow in experiment["shadows"]:
+            labels = (name, shadow["name"])
+            families.add("bandit_shadow_requests", labels, shadow["requests"])
+            families.add("bandit_shadow_errors", labels, shadow["errors"])
+            if shadow["agreement"] is not None:
+                families.add("bandit_shadow_agreement", labels, shadow["agreement"])
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(families.families.values()))  # type: ignore[arg-type]
+    return generate_latest(registry)
