@@ -45,3 +45,9 @@ format: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
+
+# Regenerate the committed KubeRay manifests: cluster/rayservice*.yaml's serveConfigV2 from the
+# configs/*.yaml each names, and the Grafana dashboard ConfigMap (tests/cluster checks drift).
+.PHONY: manifests
+manifests: install
+	$(BIN)/python scripts/render_manifests.py

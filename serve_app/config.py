@@ -129,6 +129,13 @@ class ShadowConfig(StrictModel):
     deployment: DeploymentOptions = DeploymentOptions()
 
 
+class GuardrailConfig(StrictModel):
+    """Limits an arm must stay within; a breach shows in the summary and the metrics."""
+
+    max_error_rate: float | None = Field(None, ge=0.0, le=1.0, description="errors/requests")
+    min_requests: int = Field(100, ge=1, description="judge an arm only after this many")
+
+
 class PolicyConfig(StrictModel):
     """A policy from the registry and its parameters (validated by the policy itself)."""
 
@@ -164,6 +171,7 @@ class ExperimentConfig(StrictModel):
         "weights move); costs one state call per new unit per router replica",
     )
     shadows: list[ShadowConfig] = []
+    guardrails: GuardrailConfig = GuardrailConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:

@@ -21,6 +21,8 @@ from collections import defaultdict
 from typing import Any
 
 Counts = dict[str, dict[str, dict[str, dict[str, float]]]]
+# Fields that are sums of real numbers; every other field is a count.
+REAL_FIELDS = frozenset({"latency_sum_s", "expected", "sum"})
 
 
 class CountBuffer:
@@ -36,12 +38,23 @@ class CountBuffer:
 
     def _group(self, experiment: str, group: str, name: str) -> dict[str, float]:
         groups = self._counts.setdefault(experiment, {"arms": {}, "shadows": {}})
-        return groups[group].setdefault(name, defaultdict(float))
+        return groups.setdefault(group, {}).setdefault(name, defaultdict(float))
 
     def arm(self, experiment: str, arm: str, what: str, amount: int = 1) -> None:
         """Count a routed decision (``pulls``), ``errors``, ``forced`` or ``fallbacks``."""
         self._group(experiment, "arms", arm)[what] += amount
         self._events += 1
+
+    def expected(self, experiment: str, weights: dict[str, float]) -> None:
+        """Add one decision's routing probabilities: the expected counts of an SRM test."""
+        for arm, weight in weights.items():
+            self._group(experiment, "arms", arm)["expected"] += weight
+
+    def latency(self, experiment: str, arm: str, bucket: int, seconds: float) -> None:
+        """Count one model call in its latency-histogram bucket."""
+        values = self._group(experiment, "latency", arm)
+        values[str(bucket)] += 1
+        values["sum"] += seconds
 
     def shadow(self, experiment: str, shadow: str, **amounts: float) -> None:
         """Count a mirrored call: requests, errors, dropped, latency_sum_s, rows, agree_rows."""
@@ -57,7 +70,7 @@ class CountBuffer:
             experiment: {
                 group: {
                     name: {
-                        what: int(value) if what != "latency_sum_s" else value
+                        what: value if what in REAL_FIELDS else int(value)
                         for what, value in values.items()
                     }
                     for name, values in members.items()

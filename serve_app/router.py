@@ -22,7 +22,10 @@ from typing import Any
 
 import numpy as np
 from fastapi import Request
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from ray import serve
+from ray.serve import metrics as ray_metrics
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.auth import check_bearer
@@ -39,6 +42,7 @@ from serve_app.errors import (
     Unavailable,
 )
 from serve_app.http_app import ERRORS, app, json_body, parse_body
+from serve_app.metrics import LATENCY_BUCKETS, latency_bucket
 from serve_app.routing import Route, RoutedExperiment
 from serve_app.schemas import (
     AuditEntry,
@@ -104,6 +108,24 @@ class Router:
         self._feedback_task: asyncio.Task[None] | None = None
         self._mirrors: set[asyncio.Task[None]] = set()
         self._assignments: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        # Ray Serve's own metrics, exported by Ray on every node (the `ray_` prefix there)
+        self._ray_requests = ray_metrics.Counter(
+            "bandit_router_requests",
+            description="Model calls by experiment, arm and outcome (ok, fallback, error).",
+            tag_keys=("experiment", "arm", "outcome"),
+        )
+        self._ray_feedback = ray_metrics.Histogram(
+            "bandit_router_reward",
+            description="Rewards of acknowledged feedback (count: feedback; sum: reward sum).",
+            boundaries=[0.25, 0.5, 0.75, 1.0, 10.0, 100.0, 1000.0],  # Ray: positive only
+            tag_keys=("experiment", "arm", "learned"),
+        )
+        self._ray_latency = ray_metrics.Histogram(
+            "bandit_router_latency_ms",
+            description="Model call latency seen by the router, in milliseconds.",
+            boundaries=[1000.0 * bound for bound in LATENCY_BUCKETS],
+            tag_keys=("experiment", "arm"),
+        )
         loop = asyncio.get_running_loop()
         self._background = [
             loop.create_task(self._sync_forever()),
@@ -149,14 +171,25 @@ class Router:
         if route.learned and body.unit_id and routed.config.sticky_assignments:
             route = await self._sticky(name, body.unit_id, route)
         self._counts.arm(name, route.arm, "forced" if route.forced else "pulls")
+        if route.weights is not None:
+            self._counts.expected(name, route.weights)
         if len(self._counts) >= self.limits.sync_max_events:
             self._sync_wanted.set()
         arm, learned = route.arm, route.learned
+        started = time.perf_counter()
         try:
             predictions = await self._call_arm(routed, arm, features)
         except Exception as error:
+            self._observe(name, arm, "error", time.perf_counter() - started)
+            started = time.perf_counter()
             predictions = await self._fall_back(routed, route, features, error)
             arm, learned = routed.config.default, False
+        self._observe(
+            name,
+            arm,
+            "ok" if learned or arm == route.arm else "fallback",
+            time.perf_counter() - started,
+        )
         self._mirror(routed, features, predictions)
         token = DecisionToken.issue(name, routed.revision, arm, route.propensity, learned=learned)
         return PredictResponse(
@@ -168,6 +201,14 @@ class Router:
             fallback=arm != route.arm,
             forced=route.forced,
         )
+
+    def _observe(self, experiment: str, arm: str, outcome: str, seconds: float) -> None:
+        """Record one model call: the synced histogram and Ray Serve's per-replica metrics."""
+        if outcome != "error":
+            self._counts.latency(experiment, arm, latency_bucket(seconds), seconds)
+        tags = {"experiment": experiment, "arm": arm}
+        self._ray_requests.inc(tags={**tags, "outcome": outcome})
+        self._ray_latency.observe(seconds * 1000.0, tags=tags)
 
     async def _sticky(self, experiment: str, unit_id: str, route: Route) -> Route:
         """Keep a unit on its first arm: a local cache, then the store (first writer wins).
@@ -319,7 +360,9 @@ class Router:
         revisions = {name: routed.revision for name, routed in self.experiments.items()}
         try:
             snapshot = await asyncio.wait_for(
-                _resolve(self._state.sync.remote(counts, revisions)),
+                _resolve(
+                    self._state.sync.remote(counts, revisions, self.router_id, self._circuits())
+                ),
                 timeout=self.limits.feedback_commit_timeout_s,
             )
         except Exception as error:
@@ -334,6 +377,12 @@ class Router:
             if name in snapshot:
                 routed.apply(snapshot[name])
         self._add_experiments(snapshot)
+
+    def _circuits(self) -> dict[str, dict[str, str]]:
+        return {
+            name: {arm: breaker.state() for arm, breaker in routed.breakers.items()}
+            for name, routed in self.experiments.items()
+        }
 
     async def _watch_replicas(self) -> None:
         """Hold an arm's circuit open while its deployment has no running replica."""
@@ -400,6 +449,8 @@ class Router:
                 "this decision already has feedback; a decision takes one reward",
                 field="decision_id",
             )
+        tags = {"experiment": token.experiment, "arm": token.arm, "learned": str(learned).lower()}
+        self._ray_feedback.observe(body.reward, tags=tags)
         return FeedbackResponse(
             experiment=token.experiment, arm=token.arm, reward=body.reward, learned=learned
         )
@@ -461,11 +512,14 @@ class Router:
             "experiments": list(self.experiments),
             "last_sync_age_s": round(age, 3),
             "state_reachable": self._sync_failures == 0,
-            "circuits": {
-                name: {arm: breaker.state() for arm, breaker in routed.breakers.items()}
-                for name, routed in self.experiments.items()
-            },
+            "circuits": self._circuits(),
         }
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics(self) -> PlainTextResponse:
+        """Experiment metrics in the Prometheus text format, the same on every replica."""
+        text = await self._state.metrics_text.remote()
+        return PlainTextResponse(text, media_type=CONTENT_TYPE_LATEST)
 
     # ---------------------------------------------------------------- control plane
 

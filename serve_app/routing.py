@@ -33,6 +33,7 @@ class Route:
     propensity: float
     learned: bool
     forced: bool = False
+    weights: dict[str, float] | None = None  # every arm's routing probability (learned only)
 
 
 @dataclass
@@ -99,26 +100,29 @@ class RoutedExperiment:
             return Route(forced_arm, 1.0, learned=False, forced=True)
         if self.route_to is not None:
             return Route(self.route_to, 1.0, learned=False)
-        decision = self._select_healthy(unit_id)
-        return Route(decision.arm, decision.propensity, learned=True)
+        decision, weights = self._select_healthy(unit_id)
+        return Route(decision.arm, decision.propensity, learned=True, weights=weights)
 
-    def _select_healthy(self, unit_id: str | None) -> Decision:
+    def _select_healthy(self, unit_id: str | None) -> tuple[Decision, dict[str, float]]:
+        """The decision, and the probabilities every arm had of it (for SRM checks)."""
         refusing = {arm for arm, breaker in self.breakers.items() if breaker.refuses()}
         decision = self.policy.select(unit_id)
+        weights = self.policy.weights()
         if not refusing:
             self.breakers[decision.arm].allows()
-            return decision
-        weights = self.policy.weights()
+            return decision, weights
         healthy = {arm: w for arm, w in weights.items() if w > 0 and arm not in refusing}
         if not healthy:
-            return decision  # nothing better: let the call try, the fallback answers
+            return decision, weights  # nothing better: let it try, the fallback answers
         arm = decision.arm
         if arm not in healthy:  # re-draw among healthy arms in proportion to their weights
             names = list(healthy)
             shares = np.array([healthy[name] for name in names]) / sum(healthy.values())
             arm = names[int(self.rng.choice(len(names), p=shares))]
         self.breakers[arm].allows()  # claims the probe of a half-open arm
-        return Decision(arm, weights[arm] / sum(healthy.values()))
+        total = sum(healthy.values())
+        effective = {name: healthy.get(name, 0.0) / total for name in weights}
+        return Decision(arm, effective[arm]), effective
 
     def options(self, arm: str) -> DeploymentOptions:
         for arm_config in self.config.arms:

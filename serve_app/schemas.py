@@ -76,6 +76,7 @@ class ArmSummary(BaseModel):
     reward_mean: float
     weight: float = Field(description="current routing probability")
     prob_best: float = Field(description="posterior probability the arm has the best mean")
+    guardrail_breached: bool = Field(description="the arm breaches a configured guardrail")
 
 
 class ShadowSummary(BaseModel):
@@ -86,6 +87,8 @@ class ShadowSummary(BaseModel):
     errors: int
     dropped: int = Field(description="mirror copies skipped because too many were in flight")
     mean_latency_ms: float | None
+    rows: int = Field(description="rows compared with the served prediction")
+    agree_rows: int = Field(description="rows where the shadow predicted the same")
     agreement: float | None = Field(description="share of rows equal to the served prediction")
 
 
@@ -101,6 +104,9 @@ class ExperimentSummary(BaseModel):
     reward: str
     default_arm: str
     feedback_window_s: float
+    srm_p_value: float | None = Field(
+        description="sample-ratio-mismatch p-value of routed counts against logged weights"
+    )
     arms: list[ArmSummary]
     shadows: list[ShadowSummary]
 

@@ -32,12 +32,14 @@ from pydantic import ValidationError
 from ray import serve
 
 from bandits import ArmStats, Policy, make_policy, prob_best
+from bandits.stats import srm_test
 from serve_app.config import (
     SECRET_ENV,
     AppConfig,
     ExperimentConfig,
     describe_validation_error,
 )
+from serve_app.metrics import render
 from serve_app.store import ArmCounts, ExperimentStore, FeedbackRecord, ShadowCounts
 
 logger = logging.getLogger("ray.serve")
@@ -66,6 +68,7 @@ class LiveExperiment:
     policy: Policy
     counts: dict[str, ArmCounts]
     shadows: dict[str, ShadowCounts]
+    latency: dict[str, dict[str, float]] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     _prob_best_key: tuple[Any, ...] | None = None
     _prob_best: dict[str, float] = field(default_factory=dict)
@@ -106,6 +109,29 @@ class LiveExperiment:
             return self.policy.weights()
         return {arm: float(arm == route_to) for arm in self.config.arm_names}
 
+    def guardrail_breached(self, arm: str) -> bool:
+        """Does the arm breach a guardrail? Error rate = errors / calls once judged."""
+        rules = self.config.guardrails
+        counts = self.counts.get(arm, ArmCounts())
+        calls = counts.pulls + counts.forced
+        if rules.max_error_rate is None or calls < rules.min_requests:
+            return False
+        return counts.errors / calls > rules.max_error_rate
+
+    def srm_p_value(self) -> float | None:
+        """Chi-square SRM test of the policy's routed counts against the expected counts,
+        the sum over decisions of each arm's routing probability at that moment (exact for
+        changing bandit weights). None before traffic, and for stored assignments (a unit's
+        later requests are not random draws)."""
+        if self.config.sticky_assignments:
+            return None
+        arms = self.config.arm_names
+        observed = [self.counts.get(arm, ArmCounts()).pulls for arm in arms]
+        expected = [self.counts.get(arm, ArmCounts()).expected for arm in arms]
+        if sum(observed) == 0 or sum(expected) <= 0:
+            return None
+        return float(srm_test(observed, expected).p_value)
+
     def summary(self) -> dict[str, Any]:
         weights = self.weights()
         best = self.prob_best()
@@ -127,6 +153,7 @@ class LiveExperiment:
                     "reward_mean": stats.reward_mean,
                     "weight": weights[arm],
                     "prob_best": best[arm],
+                    "guardrail_breached": self.guardrail_breached(arm),
                 }
             )
         shadows = []
@@ -142,6 +169,8 @@ class LiveExperiment:
                     "errors": counts.errors,
                     "dropped": counts.dropped,
                     "mean_latency_ms": 1000 * counts.latency_sum_s / answered if answered else None,
+                    "rows": counts.rows,
+                    "agree_rows": counts.agree_rows,
                     "agreement": counts.agree_rows / counts.rows if counts.rows else None,
                 }
             )
@@ -157,6 +186,7 @@ class LiveExperiment:
             "reward": self.config.reward,
             "default_arm": self.config.default,
             "feedback_window_s": self.config.feedback_window_s,
+            "srm_p_value": self.srm_p_value(),
             "arms": arms,
             "shadows": shadows,
         }
@@ -180,6 +210,7 @@ class ExperimentState:
         env_secret = os.environ.get(SECRET_ENV)
         self._secret = env_secret.encode() if env_secret else self.store.secret()
         self._write_lock = asyncio.Lock()
+        self._circuits: dict[str, tuple[float, Mapping[str, Mapping[str, str]]]] = {}
         self.experiments = {
             experiment.name: self._restore(experiment.name, experiment)
             for experiment in self.config.experiments
@@ -240,6 +271,8 @@ class ExperimentState:
         self,
         counts: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
         revisions: Mapping[str, int] | None = None,
+        router_id: str | None = None,
+        circuits: Mapping[str, Mapping[str, str]] | None = None,
     ) -> dict[str, Any]:
         """Merge a router's buffered counts and return the merged snapshot.
 
@@ -248,7 +281,11 @@ class ExperimentState:
                 "fallbacks": b}}, "shadows": {shadow: {"requests": n, ...}}}}`` since the
                 router's last sync.
             revisions: the revision the router routes each experiment on.
+            router_id: the calling router replica.
+            circuits: its circuit state per experiment and arm (for the metrics).
         """
+        if router_id is not None and circuits is not None:
+            self._circuits[router_id] = (time.monotonic(), circuits)
         arm_batch: dict[tuple[str, int, str], ArmCounts] = {}
         shadow_batch: dict[tuple[str, str], ShadowCounts] = {}
         for name, groups in counts.items():
@@ -258,7 +295,13 @@ class ExperimentState:
             for arm, values in groups.get("arms", {}).items():
                 if arm in live.policy.stats:
                     key = (name, live.revision, arm)
-                    arm_batch[key] = ArmCounts(**{k: int(v) for k, v in values.items()})
+                    arm_batch[key] = ArmCounts(
+                        **{k: float(v) if k == "expected" else int(v) for k, v in values.items()}
+                    )
+            for arm, values in groups.get("latency", {}).items():
+                histogram = live.latency.setdefault(arm, {})
+                for what, value in values.items():
+                    histogram[what] = histogram.get(what, 0.0) + value
             shadow_names = {shadow.name for shadow in live.config.shadows}
             for shadow, values in groups.get("shadows", {}).items():
                 if shadow in shadow_names:
@@ -514,6 +557,36 @@ class ExperimentState:
     async def experiment_summary(self, name: str) -> dict[str, Any] | None:
         live = self.experiments.get(name)
         return None if live is None else live.summary()
+
+    async def metrics_text(self) -> bytes:
+        """Every experiment's metrics in the Prometheus text format."""
+        now = time.monotonic()
+        # router replicas that synced in the last 30 s
+        fresh = [c for seen, c in self._circuits.values() if now - seen < 30.0]
+        rendered = []
+        for name, live in self.experiments.items():
+            open_counts = {
+                arm: sum(1 for c in fresh if c.get(name, {}).get(arm, "closed") != "closed")
+                for arm in live.config.arm_names
+            }
+            summary = live.summary()
+            rendered.append(
+                {
+                    **summary,
+                    "latency": {
+                        arm: {
+                            "buckets": {int(k): v for k, v in h.items() if k != "sum"},
+                            "sum": h.get("sum", 0.0),
+                        }
+                        for arm, h in live.latency.items()
+                    },
+                    "circuit_open": open_counts,
+                    "guardrail_breached": {
+                        arm["name"]: arm["guardrail_breached"] for arm in summary["arms"]
+                    },
+                }
+            )
+        return render(rendered)
 
     def check_health(self) -> None:
         self.store.ping()

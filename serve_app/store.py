@@ -86,6 +86,8 @@ arm_stats_table = sa.Table(
     sa.Column("errors", sa.BigInteger, nullable=False, default=0),
     sa.Column("forced", sa.BigInteger, nullable=False, default=0),
     sa.Column("fallbacks", sa.BigInteger, nullable=False, default=0),
+    # sum over routed decisions of the probability the arm had: SRM's expected count
+    sa.Column("expected", sa.Float, nullable=False, default=0.0),
 )
 
 shadow_stats_table = sa.Table(
@@ -151,6 +153,7 @@ class ArmCounts:
     errors: int = 0
     forced: int = 0
     fallbacks: int = 0
+    expected: float = 0.0
 
     def __add__(self, other: ArmCounts) -> ArmCounts:
         return ArmCounts(
@@ -158,6 +161,7 @@ class ArmCounts:
             self.errors + other.errors,
             self.forced + other.forced,
             self.fallbacks + other.fallbacks,
+            self.expected + other.expected,
         )
 
 
@@ -550,6 +554,7 @@ class ExperimentStore:
             "errors": counts.errors,
             "forced": counts.forced,
             "fallbacks": counts.fallbacks,
+            "expected": counts.expected,
             "feedback": feedback,
             "reward_sum": reward_sum,
             "reward_sum_squares": reward_sum_squares,
@@ -597,14 +602,15 @@ class ExperimentStore:
                 sa.func.sum(columns.errors),
                 sa.func.sum(columns.forced),
                 sa.func.sum(columns.fallbacks),
+                sa.func.sum(columns.expected),
             )
             .where(columns.experiment == experiment)
             .group_by(columns.arm)
         )
         with self.engine.connect() as connection:
             return {
-                arm: ArmCounts(int(pulls), int(errors), int(forced), int(fallbacks))
-                for arm, pulls, errors, forced, fallbacks in connection.execute(query)
+                arm: ArmCounts(int(pulls), int(errors), int(forced), int(fallbacks), expected)
+                for arm, pulls, errors, forced, fallbacks, expected in connection.execute(query)
             }
 
     def load_period_stats(self, experiment: str) -> dict[int, dict[str, ArmStats]]:
