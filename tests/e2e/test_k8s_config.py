@@ -73,8 +73,14 @@ def test_rayservice_serve_config_runs_locally(demo_store, tmp_path):
                 )
             _, x_test, _, y_test = digits_split()
             body = {"features": x_test[:5].tolist(), "experiment": "digits"}
-            # /healthz answers once the router is up; the model arms may still be loading
-            response = client.post("/predict", json=body, timeout=120)
+            # /healthz answers once the router is up; while the model arms are still loading
+            # a request may time out into a 503 with Retry-After: retry, as a client would
+            deadline = time.monotonic() + 180
+            while True:
+                response = client.post("/predict", json=body, timeout=120)
+                if response.status_code != 503 or time.monotonic() > deadline:
+                    break
+                time.sleep(2.0)
             assert response.status_code == 200, response.text
             answer = response.json()
             assert answer["arm"] in {"logreg", "forest", "mlp"}
