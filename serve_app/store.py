@@ -90,6 +90,18 @@ arm_stats_table = sa.Table(
     sa.Column("expected", sa.Float, nullable=False, default=0.0),
 )
 
+# The additive columns of arm_stats, summed over periods when an experiment is loaded.
+ARM_COLUMNS = (
+    "pulls",
+    "feedback",
+    "reward_sum",
+    "reward_sum_squares",
+    "errors",
+    "forced",
+    "fallbacks",
+    "expected",
+)
+
 shadow_stats_table = sa.Table(
     "shadow_stats",
     metadata,
@@ -423,28 +435,31 @@ class ExperimentStore:
             ).first()
         return None if row is None else dict(row._mapping)
 
-    def load_stats(self, experiment: str) -> tuple[dict[str, ArmStats], dict[str, int]]:
-        """Per-arm statistics summed over all periods, and per-arm error counts."""
+    def _arm_totals(self, experiment: str) -> list[Any]:
+        """Every arm_stats column summed over all periods, one row per arm."""
         columns = arm_stats_table.c
+        summed = [sa.func.sum(getattr(columns, name)).label(name) for name in ARM_COLUMNS]
         query = (
-            sa.select(
-                columns.arm,
-                sa.func.sum(columns.pulls),
-                sa.func.sum(columns.feedback),
-                sa.func.sum(columns.reward_sum),
-                sa.func.sum(columns.reward_sum_squares),
-                sa.func.sum(columns.errors),
-            )
+            sa.select(columns.arm, *summed)
             .where(columns.experiment == experiment)
             .group_by(columns.arm)
         )
-        stats: dict[str, ArmStats] = {}
-        errors: dict[str, int] = {}
         with self.engine.connect() as connection:
-            for arm, pulls, feedback, total, squares, error_count in connection.execute(query):
-                stats[arm] = ArmStats(int(pulls), int(feedback), float(total), float(squares))
-                errors[arm] = int(error_count)
-        return stats, errors
+            return list(connection.execute(query))
+
+    def load_stats(self, experiment: str) -> tuple[dict[str, ArmStats], dict[str, int]]:
+        """Per-arm statistics summed over all periods, and per-arm error counts."""
+        rows = self._arm_totals(experiment)
+        stats = {
+            row.arm: ArmStats(
+                int(row.pulls),
+                int(row.feedback),
+                float(row.reward_sum),
+                float(row.reward_sum_squares),
+            )
+            for row in rows
+        }
+        return stats, {row.arm: int(row.errors) for row in rows}
 
     def record(
         self,
@@ -594,36 +609,16 @@ class ExperimentStore:
 
     def load_counts(self, experiment: str) -> dict[str, ArmCounts]:
         """Per-arm routing counts summed over all periods."""
-        columns = arm_stats_table.c
-        query = (
-            sa.select(
-                columns.arm,
-                sa.func.sum(columns.pulls),
-                sa.func.sum(columns.errors),
-                sa.func.sum(columns.forced),
-                sa.func.sum(columns.fallbacks),
-                sa.func.sum(columns.expected),
+        return {
+            row.arm: ArmCounts(
+                int(row.pulls),
+                int(row.errors),
+                int(row.forced),
+                int(row.fallbacks),
+                float(row.expected),
             )
-            .where(columns.experiment == experiment)
-            .group_by(columns.arm)
-        )
-        with self.engine.connect() as connection:
-            return {
-                arm: ArmCounts(int(pulls), int(errors), int(forced), int(fallbacks), expected)
-                for arm, pulls, errors, forced, fallbacks, expected in connection.execute(query)
-            }
-
-    def load_period_stats(self, experiment: str) -> dict[int, dict[str, ArmStats]]:
-        """Per-period (revision) statistics: counts under each set of weights kept apart."""
-        columns = arm_stats_table.c
-        query = sa.select(arm_stats_table).where(columns.experiment == experiment)
-        periods: dict[int, dict[str, ArmStats]] = {}
-        with self.engine.connect() as connection:
-            for row in connection.execute(query):
-                periods.setdefault(int(row.period), {})[row.arm] = ArmStats(
-                    int(row.pulls), int(row.feedback), row.reward_sum, row.reward_sum_squares
-                )
-        return periods
+            for row in self._arm_totals(experiment)
+        }
 
     def load_shadows(self, experiment: str) -> dict[str, ShadowCounts]:
         columns = shadow_stats_table.c

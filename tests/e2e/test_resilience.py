@@ -25,21 +25,21 @@ def post_predict(client, experiment: str, **extra):
 
 def test_failing_arm_falls_back_then_its_circuit_opens(client):
     """'broken' always raises: the default arm answers, then the breaker stops routing there."""
-    bodies = []
-    started = time.monotonic()
-    for _ in range(40):
+    bodies: list[dict] = []
+    direct_run = 0
+    while len(bodies) < 150 and direct_run < 10:
         response = post_predict(client, "flaky")
         assert response.status_code == 200, response.text  # no client request fails
-        bodies.append(response.json())
+        body = response.json()
+        bodies.append(body)
+        # once the circuit is open, every answer comes straight from logreg, with the
+        # propensity renormalised over the healthy arms (0.5 / 0.5 = 1)
+        opened = not body["fallback"] and body["propensity"] == 1.0
+        direct_run = direct_run + 1 if opened else 0
+    assert direct_run == 10, [(b["fallback"], b["propensity"]) for b in bodies]
     assert {body["arm"] for body in bodies} == {"logreg"}
     fallbacks = [body for body in bodies if body["fallback"]]
-    # threshold 3: three fallbacks, then the open circuit routes around the broken arm, with
-    # one probe each time the 2 s cool-down has passed
-    probes = int((time.monotonic() - started) / 2.0) + 1
-    assert 3 <= len(fallbacks) <= 3 + probes, (len(fallbacks), probes)
-    direct = [body for body in bodies[-10:] if not body["fallback"]]
-    assert direct, "the open circuit should route around the broken arm"
-    assert all(body["propensity"] == 1.0 for body in direct)  # renormalised over healthy arms
+    assert len(fallbacks) >= 3  # failure_threshold
     circuits = client.get("/healthz").json()["circuits"]["flaky"]
     assert circuits["broken"] in {"open", "half-open"}
     assert circuits["logreg"] == "closed"

@@ -203,3 +203,19 @@ def test_rewards_keep_exact_float_values(store):
     for value in values:
         total += value
     assert stats["c"].reward_sum == pytest.approx(total, rel=1e-15)
+
+
+def test_arms_are_registered_with_their_models(store):
+    config = {"arms": [{"name": "a", "model_uri": "models:/m/1"}, {"name": "b", "model_uri": "/p"}]}
+    store.ensure_experiment("exp", config, actor="test")
+    arms = {row["arm"]: row["model_uri"] for row in store.arms("exp")}
+    assert arms == {"a": "models:/m/1", "b": "/p"}
+    moved = {"arms": [{"name": "a", "model_uri": "models:/m/2"}]}
+    store.ensure_experiment("exp", moved, actor="test")
+    assert {row["arm"]: row["model_uri"] for row in store.arms("exp")}["a"] == "models:/m/2"
+
+
+def test_assignments_keep_the_first_arm(store):
+    assert store.assign("exp", "unit-1", "a", 0.5, 1) == ("a", 0.5)
+    assert store.assign("exp", "unit-1", "b", 0.9, 2) == ("a", 0.5)
+    assert store.assign("exp", "unit-2", "b", 0.25, 2) == ("b", 0.25)
