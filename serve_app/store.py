@@ -18,8 +18,8 @@ import json
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -155,8 +155,18 @@ class FeedbackRecord:
     learned: bool = True
 
 
+class _Additive:
+    """Field-wise ``a + b`` for the count dataclasses below, so batches merge exactly."""
+
+    __slots__ = ()
+
+    def __add__(self, other: Self) -> Self:
+        names = [field.name for field in fields(self)]  # type: ignore[arg-type]
+        return type(self)(**{name: getattr(self, name) + getattr(other, name) for name in names})
+
+
 @dataclass(frozen=True, slots=True)
-class ArmCounts:
+class ArmCounts(_Additive):
     """Counts for one arm that are not feedback: routed decisions (``pulls``, the policy's
     choices), failed calls, forced requests (QA overrides, not learned) and fallback answers
     given for this arm by the default arm."""
@@ -167,18 +177,9 @@ class ArmCounts:
     fallbacks: int = 0
     expected: float = 0.0
 
-    def __add__(self, other: ArmCounts) -> ArmCounts:
-        return ArmCounts(
-            self.pulls + other.pulls,
-            self.errors + other.errors,
-            self.forced + other.forced,
-            self.fallbacks + other.fallbacks,
-            self.expected + other.expected,
-        )
-
 
 @dataclass(frozen=True, slots=True)
-class ShadowCounts:
+class ShadowCounts(_Additive):
     """Mirrored traffic to one shadow model: its answers are dropped, only these remain."""
 
     requests: int = 0
@@ -187,16 +188,6 @@ class ShadowCounts:
     latency_sum_s: float = 0.0
     rows: int = 0
     agree_rows: int = 0
-
-    def __add__(self, other: ShadowCounts) -> ShadowCounts:
-        return ShadowCounts(
-            self.requests + other.requests,
-            self.errors + other.errors,
-            self.dropped + other.dropped,
-            self.latency_sum_s + other.latency_sum_s,
-            self.rows + other.rows,
-            self.agree_rows + other.agree_rows,
-        )
 
 
 def _enable_sqlite_durability(dbapi_connection: Any, _record: Any) -> None:

@@ -5,14 +5,14 @@ Fast: no Ray cluster is started (rendering builds the application graph in memor
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
+
+from .renderer import load_renderer
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
@@ -21,18 +21,7 @@ MANIFESTS = sorted(CLUSTER.glob("*.yaml"))
 RAYSERVICES = sorted(CLUSTER.glob("rayservice*.yaml"))
 
 
-def _load_renderer() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "render_manifests", ROOT / "scripts" / "render_manifests.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-render = _load_renderer()
+render = load_renderer()
 
 
 def test_every_kind_of_manifest_is_there() -> None:

@@ -5,32 +5,21 @@ The one list of exported series is cluster/metrics.txt (see scripts/render_manif
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
+from .renderer import load_renderer
+
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
 
 
-def _load_renderer() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "render_manifests", ROOT / "scripts" / "render_manifests.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-render = _load_renderer()
+render = load_renderer()
 EXPORTED = render.exported_metric_names()
 
 PROMQL_WORDS = {
