@@ -5,6 +5,8 @@ Commands:
     simulate     Drive a running app over HTTP with the digits hold-out set and send
                  feedback, then compare our own tally with the server's view.
     status       Show the server's per-arm statistics for one or all experiments.
+    report       Fetch an experiment's report, print its tables and write report.json,
+                 PNG charts and a self-contained report.html into a folder.
 
 The simulator lives in :func:`run_simulation`, a plain coroutine that end-to-end tests
 call directly; the ``simulate`` command only parses options and renders tables.
@@ -556,6 +558,89 @@ def status(
         return
     for item in experiments:
         console.print(experiment_table(item))
+
+
+async def _fetch_report(base: str, experiment: str | None) -> tuple[str, dict[str, Any]]:
+    """``(name, report)`` of ``experiment``, default the first experiment the app lists.
+
+    Raises:
+        LookupError: The app serves no experiments.
+        ValueError: A response is not JSON, or the report is not a JSON object.
+        httpx.HTTPError: Transport failures and non-2xx answers.
+    """
+    from urllib.parse import quote
+
+    async with _client(base) as client:
+        if experiment is None:
+            response = await client.get("/experiments")
+            response.raise_for_status()
+            listed = response.json().get("experiments") or []
+            if not listed:
+                raise LookupError(f"{base} serves no experiments")
+            experiment = str(listed[0].get("name"))
+        response = await client.get(f"/experiments/{quote(experiment, safe='')}/report")
+        response.raise_for_status()
+        body = response.json()
+    if not isinstance(body, dict):
+        raise ValueError(f"expected a JSON object, got {type(body).__name__}")
+    return experiment, body
+
+
+def _report_error(base: str, experiment: str | None, exc: Exception) -> str:
+    """A one-line reason why ``report`` could not get a report."""
+    if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 404:
+        which = f"experiment {experiment!r}" if experiment else "that experiment"
+        return f"no report for {which} at {base} ({_describe_error(exc)})"
+    if isinstance(exc, httpx.TransportError):
+        return f"cannot reach {base} ({_describe_error(exc)}); is the app running?"
+    if isinstance(exc, httpx.HTTPError):
+        return _describe_error(exc)
+    if isinstance(exc, LookupError):
+        return str(exc)
+    return f"{base} did not return a JSON report ({exc})"
+
+
+@app.command()
+def report(
+    url: Annotated[
+        str, typer.Option(help="Base URL of the running app.", callback=_url_option)
+    ] = DEFAULT_URL,
+    experiment: Annotated[
+        str | None, typer.Option(help="Experiment name (default: the first the app lists).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Output folder [default: ./report-<experiment>].", file_okay=False
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the report JSON on stdout instead of tables (files are still written).",
+        ),
+    ] = False,
+) -> None:
+    """Fetch an experiment's report; write report.json, PNG charts and report.html."""
+    import json
+
+    from serve_app.report_render import report_tables, write_report
+
+    try:
+        name, body = asyncio.run(_fetch_report(url, experiment))
+    except (httpx.HTTPError, LookupError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {_report_error(url, experiment, exc)}")
+        raise typer.Exit(1) from None
+    paths = write_report(body, out or Path(f"report-{name}"))
+    info = Console(stderr=True) if as_json else console
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+    else:
+        for table in report_tables(body):
+            console.print(table)
+    for path in paths.values():
+        info.print(f"wrote {path}", highlight=False, markup=False)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ the path of every offending value, e.g.::
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -129,11 +130,99 @@ class ShadowConfig(StrictModel):
     deployment: DeploymentOptions = DeploymentOptions()
 
 
+class MetricGuardrail(StrictModel):
+    """A metric sent with feedback (``"metrics": {"<name>": value}``) that a challenger must
+    not make worse than the control does.
+
+    Judged continuously with the always-valid sequential test (safe to look at every second):
+    the arm breaches when the whole confidence sequence of its relative change against the
+    control lies beyond ``max_relative_change`` in the harmful ``direction``.
+    """
+
+    name: str = Field(pattern=NAME_PATTERN)
+    direction: Literal["increase", "decrease"] = Field(
+        "increase", description="which change is harmful (latency, refunds: increase)"
+    )
+    max_relative_change: float = Field(0.0, ge=0.0, description="tolerated harm, e.g. 0.05")
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    min_samples: int = Field(100, ge=2, description="per arm, before the arm is judged")
+
+
 class GuardrailConfig(StrictModel):
-    """Limits an arm must stay within; a breach shows in the summary and the metrics."""
+    """Limits every challenger arm must stay within, judged against the control arm.
+
+    A breach shows in the summary and the metrics and, with ``auto_rollback``, rolls that arm
+    back: its weight becomes 0 (the others are renormalised) and the audit log says why.
+    """
 
     max_error_rate: float | None = Field(None, ge=0.0, le=1.0, description="errors/requests")
     min_requests: int = Field(100, ge=1, description="judge an arm only after this many")
+    max_p95_latency_ratio: float | None = Field(
+        None, gt=0.0, description="arm p95 latency / control p95 latency"
+    )
+    latency_slack_ms: float = Field(
+        5.0, ge=0.0, description="p95 differences below this never breach (timer noise)"
+    )
+    metrics: list[MetricGuardrail] = []
+    auto_rollback: bool = True
+
+    @property
+    def any(self) -> bool:
+        return bool(self.max_error_rate is not None or self.max_p95_latency_ratio or self.metrics)
+
+
+class StoppingConfig(StrictModel):
+    """When the experiment has an answer, and what to do with it.
+
+    ``rule: bayesian`` stops when one arm's posterior probability of being best reaches
+    ``prob_best`` and its expected loss ``E[max_j mu_j - mu_best]`` is at most
+    ``expected_loss`` (in reward units). ``rule: sequential`` stops when the always-valid
+    sequential test of a challenger against the control rejects at ``alpha`` (Bonferroni over
+    the challengers): the best significantly better challenger wins, or the control when every
+    challenger is significantly worse. Neither fires before every arm still in the experiment
+    has ``min_samples_per_arm`` feedback. After ``max_duration_s`` without an answer the
+    experiment stops and traffic returns to the control.
+    """
+
+    rule: Literal["bayesian", "sequential"] = "bayesian"
+    min_samples_per_arm: int = Field(100, ge=1)
+    prob_best: float = Field(0.95, gt=0.5, lt=1.0)
+    expected_loss: float = Field(0.001, ge=0.0)
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    tuning: float = Field(5000.0, gt=0.0, description="sequential test: n where it is tightest")
+    max_duration_s: float | None = Field(None, gt=0.0)
+    action: Literal["promote", "recommend"] = Field(
+        "promote", description="promote the winner (or roll back to the control) or only say so"
+    )
+
+
+class RampConfig(StrictModel):
+    """A canary rollout of one arm of a fixed split: its share goes through ``steps`` (percent);
+    each next step waits for ``min_samples`` requests to the canary and ``min_duration_s`` in
+    the current step with no guardrail breached. Reaching 100 promotes the canary; a breach
+    rolls it back."""
+
+    arm: str
+    steps: list[float] = Field([5.0, 25.0, 50.0, 100.0], min_length=1)
+    min_samples: int = Field(200, ge=1)
+    min_duration_s: float = Field(0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _increasing(self) -> RampConfig:
+        steps = self.steps
+        if any(not 0 < step <= 100 for step in steps) or any(
+            b <= a for a, b in itertools.pairwise(steps)
+        ):
+            raise ValueError(f"ramp steps must increase within (0, 100], got {steps}")
+        return self
+
+
+class PromotionConfig(StrictModel):
+    """What a conclusion records: an MLflow run (config, per-arm results, the report) and,
+    optionally, a registry alias moved to the winning model version."""
+
+    log_to_mlflow: bool = True
+    registry_alias: str | None = Field(None, pattern=NAME_PATTERN, examples=["champion"])
 
 
 class PolicyConfig(StrictModel):
@@ -172,6 +261,33 @@ class ExperimentConfig(StrictModel):
     )
     shadows: list[ShadowConfig] = []
     guardrails: GuardrailConfig = GuardrailConfig()
+    draft: bool = Field(
+        False, description="start as a draft: all traffic to the default arm until started"
+    )
+    stopping: StoppingConfig | None = None
+    ramp: RampConfig | None = None
+    promotion: PromotionConfig = PromotionConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ramp_weights(cls, data: Any) -> Any:
+        """A ramp sets the weights: the canary gets the first step, the other arms share the
+        rest in proportion to their own weights (equally when they have none)."""
+        if not isinstance(data, dict) or not isinstance(data.get("ramp"), dict):
+            return data
+        arms = data.get("arms")
+        if not isinstance(arms, list) or not all(isinstance(arm, dict) for arm in arms):
+            return data
+        if any(arm.get("weight") is not None for arm in arms):
+            return data
+        steps = data["ramp"].get("steps", RampConfig.model_fields["steps"].default)
+        try:
+            weights = ramp_weights(
+                [arm.get("name") for arm in arms], data["ramp"].get("arm"), float(steps[0]), {}
+            )
+        except (KeyError, TypeError, ValueError, IndexError):
+            return data  # the field validators name the problem
+        return {**data, "arms": [{**arm, "weight": weights[arm["name"]]} for arm in arms]}
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
@@ -193,6 +309,7 @@ class ExperimentConfig(StrictModel):
                 f"{'thompson' if self.reward == 'binary' else 'gaussian_thompson'}"
             )
         self._check_weights(names)
+        self._check_lifecycle(names)
         try:
             make_policy(self.policy.name, names, self.policy_params(revision=1), seed=0)
         except PolicyConfigError as error:
@@ -218,6 +335,20 @@ class ExperimentConfig(StrictModel):
             shown = ", ".join(f"{n}={w}" for n, w in zip(names, weights, strict=True))
             raise ValueError(f"arm weights must add up to 1, they add up to {total:g} ({shown})")
 
+    def _check_lifecycle(self, names: list[str]) -> None:
+        if self.ramp is not None:
+            if self.policy.name != "fixed":
+                raise ValueError(f"ramp needs policy 'fixed', not {self.policy.name!r}")
+            if self.ramp.arm not in names:
+                raise ValueError(f"ramp.arm {self.ramp.arm!r} is not one of the arms {names}")
+            if self.ramp.arm == self.default:
+                raise ValueError(
+                    f"ramp.arm {self.ramp.arm!r} is the default (control) arm; ramp a challenger"
+                )
+        for metric in self.guardrails.metrics:
+            if [m.name for m in self.guardrails.metrics].count(metric.name) > 1:
+                raise ValueError(f"guardrails.metrics: {metric.name!r} is listed twice")
+
     @property
     def arm_names(self) -> list[str]:
         return [arm.name for arm in self.arms]
@@ -235,6 +366,26 @@ class ExperimentConfig(StrictModel):
             params["weights"] = {arm.name: float(arm.weight or 0.0) for arm in self.arms}
             params.setdefault("salt", f"{self.name}:{revision}")
         return params
+
+
+def ramp_weights(
+    arms: list[str], canary: str, percent: float, base: dict[str, float]
+) -> dict[str, float]:
+    """Weights for one ramp step: ``w_canary = percent / 100`` and every other arm ``a`` gets
+    ``(1 - w_canary) b_a / sum(b)`` with ``b`` its base weight (1 each when none is given).
+
+    >>> ramp_weights(["control", "canary"], "canary", 25.0, {})
+    {'control': 0.75, 'canary': 0.25}
+    """
+    if canary not in arms:
+        raise KeyError(canary)
+    share = percent / 100.0
+    others = [arm for arm in arms if arm != canary]
+    raw = {arm: base.get(arm, 1.0) for arm in others}
+    total = sum(raw.values()) or float(len(others))
+    weights = {arm: (1.0 - share) * (raw[arm] or 0.0) / total for arm in others}
+    weights[canary] = share
+    return {arm: weights[arm] for arm in arms}
 
 
 class CircuitConfig(StrictModel):
@@ -280,6 +431,13 @@ class RouterConfig(StrictModel):
     )
 
 
+class LifecycleLoopConfig(StrictModel):
+    """How often the state deployment judges experiments and records their history."""
+
+    evaluate_interval_s: float = Field(1.0, gt=0.0, le=3600.0)
+    timeline_interval_s: float = Field(10.0, gt=0.0, description="traffic/reward history step")
+
+
 class AppConfig(StrictModel):
     """Everything one bandit-serve application needs."""
 
@@ -289,6 +447,7 @@ class AppConfig(StrictModel):
     check_models: bool = True
     auth: AuthConfig = AuthConfig()
     router: RouterConfig = RouterConfig()
+    lifecycle: LifecycleLoopConfig = LifecycleLoopConfig()
     experiments: list[ExperimentConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

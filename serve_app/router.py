@@ -443,6 +443,7 @@ class Router:
             propensity=token.propensity,
             issued_at=token.issued_at,
             learned=learned,
+            metrics=body.metrics or None,
         )
         if not await self._commit(record):
             raise DuplicateFeedback(
@@ -584,6 +585,16 @@ class Router:
         changes = body.model_dump(exclude={"reason"}, exclude_none=True)
         return await self._control(request, name, "update", changes=changes, reason=body.reason)
 
+    @app.post("/experiments/{name}/start", response_model=ExperimentSummary, responses=ERRORS)
+    async def start(self, name: str, request: Request, body: ControlRequest | None = None) -> Any:
+        """Start a draft: the policy routes and learns from now on."""
+        return await self._control(request, name, "start", reason=body.reason if body else "")
+
+    @app.post("/experiments/{name}/stop", response_model=ExperimentSummary, responses=ERRORS)
+    async def stop(self, name: str, request: Request, body: ControlRequest | None = None) -> Any:
+        """Conclude without a winner: all traffic to the default (control) arm."""
+        return await self._control(request, name, "stop", reason=body.reason if body else "")
+
     @app.post("/experiments/{name}/pause", response_model=ExperimentSummary, responses=ERRORS)
     async def pause(self, name: str, request: Request, body: ControlRequest | None = None) -> Any:
         """Send all traffic to the default arm and stop learning, until resumed."""
@@ -612,6 +623,16 @@ class Router:
     ) -> Any:
         """The default (control) arm takes all traffic; the experiment is concluded."""
         return await self._control(request, name, "rollback", reason=body.reason if body else "")
+
+    @app.get("/experiments/{name}/report", responses=ERRORS)
+    async def report(self, name: str, request: Request) -> Any:
+        """The full analysis: per-arm results and posteriors, comparisons against the control
+        (Welch with Holm, Bayesian, always-valid sequential), SRM, stopping rules, guardrails,
+        ramp, traffic and reward history, the audit log and the MLflow run."""
+        self._authorize_data(request)
+        if name not in self.experiments:
+            raise self._unknown(name)
+        return await self._state.report.remote(name)
 
     @app.get("/experiments/{name}/audit", response_model=list[AuditEntry], responses=ERRORS)
     async def audit(self, name: str, request: Request) -> Any:

@@ -3,10 +3,11 @@
 A decision is one of:
 
 - the policy's choice on the local snapshot (``learned``), re-drawn among healthy arms when
-  the chosen arm's circuit is open. With weights ``w`` and open set ``O`` an arm ``a`` is then
-  routed with probability ``w_a + (sum_O w) w_a / H = w_a / H``, ``H = sum_{b not in O} w_b``,
-  which is the propensity logged for every decision while ``O`` is not empty, so learning
-  and inverse-propensity estimates stay unbiased;
+  the chosen arm's circuit is open or a guardrail rolled it back. With weights ``w`` and that
+  set ``O`` an arm ``a`` is then routed with probability
+  ``w_a + (sum_O w) w_a / H = w_a / H``, ``H = sum_{b not in O} w_b``, which is the
+  propensity logged for every decision while ``O`` is not empty, so learning and
+  inverse-propensity estimates stay unbiased;
 - a forced arm (a QA override) or the one arm of a paused or concluded experiment, with
   propensity 1 and kept out of learning.
 """
@@ -48,6 +49,7 @@ class RoutedExperiment:
     breakers: dict[str, CircuitBreaker]
     status: str = "running"
     route_to: str | None = None
+    excluded: frozenset[str] = frozenset()  # rolled back by a guardrail: weight 0
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
     @classmethod
@@ -84,6 +86,7 @@ class RoutedExperiment:
             self.revision = revision
         self.status = snapshot["status"]
         self.route_to = snapshot["route_to"]
+        self.excluded = frozenset(snapshot.get("excluded", ()))
         self.policy.set_stats(
             {arm: ArmStats.from_dict(values) for arm, values in snapshot["stats"].items()}
         )
@@ -106,14 +109,17 @@ class RoutedExperiment:
     def _select_healthy(self, unit_id: str | None) -> tuple[Decision, dict[str, float]]:
         """The decision, and the probabilities every arm had of it (for SRM checks)."""
         refusing = {arm for arm, breaker in self.breakers.items() if breaker.refuses()}
+        refusing |= self.excluded
         decision = self.policy.select(unit_id)
         weights = self.policy.weights()
         if not refusing:
             self.breakers[decision.arm].allows()
             return decision, weights
         healthy = {arm: w for arm, w in weights.items() if w > 0 and arm not in refusing}
+        if not healthy:  # every arm still in refuses: let one try, the fallback answers
+            healthy = {arm: w for arm, w in weights.items() if w > 0 and arm not in self.excluded}
         if not healthy:
-            return decision, weights  # nothing better: let it try, the fallback answers
+            return decision, weights
         arm = decision.arm
         if arm not in healthy:  # re-draw among healthy arms in proportion to their weights
             names = list(healthy)

@@ -7,9 +7,9 @@ checked by the router, which knows them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 class StrictBody(BaseModel):
@@ -51,9 +51,19 @@ class PredictResponse(BaseModel):
     forced: bool = Field(False, description="true when the request forced the arm")
 
 
+METRIC_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+MAX_FEEDBACK_METRICS = 32
+
+
 class FeedbackRequest(StrictBody):
     decision_id: str = Field(min_length=1, max_length=2048)
     reward: float = Field(description="binary experiments: 0..1; continuous: any finite number")
+    metrics: dict[Annotated[str, StringConstraints(pattern=METRIC_NAME)], float] | None = Field(
+        None,
+        max_length=MAX_FEEDBACK_METRICS,
+        description="guardrail metrics of this decision's outcome (e.g. refund, latency_ms)",
+        examples=[{"refund": 0.0}],
+    )
 
 
 class FeedbackResponse(BaseModel):
@@ -77,6 +87,8 @@ class ArmSummary(BaseModel):
     weight: float = Field(description="current routing probability")
     prob_best: float = Field(description="posterior probability the arm has the best mean")
     guardrail_breached: bool = Field(description="the arm breaches a configured guardrail")
+    excluded: bool = Field(False, description="rolled back by a guardrail: weight 0")
+    exclusion_reason: str | None = None
 
 
 class ShadowSummary(BaseModel):
@@ -95,8 +107,8 @@ class ShadowSummary(BaseModel):
 class ExperimentSummary(BaseModel):
     name: str
     description: str
-    status: str = Field(description="running, paused or concluded")
-    outcome: str | None = Field(description="promoted or rolled_back once concluded")
+    status: str = Field(description="draft, running, paused or concluded")
+    outcome: str | None = Field(description="promoted, rolled_back or stopped once concluded")
     winner: str | None
     revision: int
     policy: str
@@ -107,6 +119,14 @@ class ExperimentSummary(BaseModel):
     srm_p_value: float | None = Field(
         description="sample-ratio-mismatch p-value of routed counts against logged weights"
     )
+    started_at: float | None = Field(None, description="when it first ran (unix seconds)")
+    stopping: dict[str, Any] | None = Field(
+        None, description="the stopping rule's status now: met, winner, reason, rules"
+    )
+    recommendation: dict[str, Any] | None = Field(
+        None, description="stopping action 'recommend': the standing winner and why"
+    )
+    mlflow_run_id: str | None = Field(None, description="MLflow run recording the conclusion")
     arms: list[ArmSummary]
     shadows: list[ShadowSummary]
 

@@ -9,8 +9,12 @@ dies, restored from the store) and is never called per prediction. Routers call:
 - :meth:`ExperimentState.record_feedback` with a batch of verified feedback (group commit):
   the batch is written to the store in one transaction, then applied in memory, and only then
   do the routers answer 200;
-- the control methods (pause, resume, weights, promote, roll back), each one transaction with
-  its audit-log entry.
+- the control methods (start, pause, resume, stop, weights, promote, roll back), each one
+  transaction with its audit-log entry.
+
+Two loops run beside them: the lifecycle (:mod:`serve_app.lifecycle`: guardrails, ramps,
+stopping rules, acting as ``lifecycle``) and the timeline, which samples cumulative per-arm
+counts for the report. A conclusion, automatic or not, is recorded as an MLflow run.
 
 All methods run on one event loop, so merges never interleave (Seldon v1's shared Thompson
 state lost updates exactly there); store writes run in a worker thread behind a lock so the
@@ -25,27 +29,25 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 from ray import serve
 
-from bandits import ArmStats, Policy, make_policy, prob_best
-from bandits.stats import srm_test
+from bandits import ArmStats, Policy, make_policy
 from serve_app.config import (
     SECRET_ENV,
     AppConfig,
     ExperimentConfig,
     describe_validation_error,
 )
+from serve_app.lifecycle import ACTOR, Action, Judgement, judge
+from serve_app.live import LiveExperiment
 from serve_app.metrics import render
+from serve_app.report import build_report
 from serve_app.store import ArmCounts, ExperimentStore, FeedbackRecord, ShadowCounts
 
 logger = logging.getLogger("ray.serve")
-
-PROB_BEST_DRAWS = 10_000
-STATUSES = ("running", "paused", "concluded")
 
 
 class ControlError(ValueError):
@@ -54,142 +56,6 @@ class ControlError(ValueError):
     def __init__(self, message: str, status: int = 409) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass
-class LiveExperiment:
-    """One experiment's merged state in memory, always equal to what the store holds."""
-
-    config: ExperimentConfig
-    revision: int
-    status: str
-    outcome: str | None
-    winner: str | None
-    policy: Policy
-    counts: dict[str, ArmCounts]
-    shadows: dict[str, ShadowCounts]
-    latency: dict[str, dict[str, float]] = field(default_factory=dict)
-    started_at: float = field(default_factory=time.time)
-    _prob_best_key: tuple[Any, ...] | None = None
-    _prob_best: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def route_to(self) -> str | None:
-        """The arm that takes all traffic when the experiment is not running, else None."""
-        if self.status == "running":
-            return None
-        if self.outcome == "promoted" and self.winner:
-            return self.winner
-        return self.config.default
-
-    def snapshot(self, with_config: bool) -> dict[str, Any]:
-        snapshot: dict[str, Any] = {
-            "revision": self.revision,
-            "status": self.status,
-            "route_to": self.route_to,
-            "stats": {arm: stats.to_dict() for arm, stats in self.policy.stats.items()},
-        }
-        if with_config:
-            snapshot["config"] = self.config.model_dump(mode="json")
-        return snapshot
-
-    def prob_best(self) -> dict[str, float]:
-        """P(arm is best) under the experiment's reward model, cached until stats change."""
-        stats = dict(self.policy.stats)
-        key = tuple((s.feedback, s.reward_sum, s.reward_sum_squares) for s in stats.values())
-        if key != self._prob_best_key:
-            self._prob_best = prob_best(stats, self.config.reward, draws=PROB_BEST_DRAWS, seed=0)
-            self._prob_best_key = key
-        return self._prob_best
-
-    def weights(self) -> dict[str, float]:
-        """Current routing probabilities: the policy's, or all on one arm when not running."""
-        route_to = self.route_to
-        if route_to is None:
-            return self.policy.weights()
-        return {arm: float(arm == route_to) for arm in self.config.arm_names}
-
-    def guardrail_breached(self, arm: str) -> bool:
-        """Does the arm breach a guardrail? Error rate = errors / calls once judged."""
-        rules = self.config.guardrails
-        counts = self.counts.get(arm, ArmCounts())
-        calls = counts.pulls + counts.forced
-        if rules.max_error_rate is None or calls < rules.min_requests:
-            return False
-        return counts.errors / calls > rules.max_error_rate
-
-    def srm_p_value(self) -> float | None:
-        """Chi-square SRM test of the policy's routed counts against the expected counts,
-        the sum over decisions of each arm's routing probability at that moment (exact for
-        changing bandit weights). None before traffic, and for stored assignments (a unit's
-        later requests are not random draws)."""
-        if self.config.sticky_assignments:
-            return None
-        arms = self.config.arm_names
-        observed = [self.counts.get(arm, ArmCounts()).pulls for arm in arms]
-        expected = [self.counts.get(arm, ArmCounts()).expected for arm in arms]
-        if sum(observed) == 0 or sum(expected) <= 0:
-            return None
-        return float(srm_test(observed, expected).p_value)
-
-    def summary(self) -> dict[str, Any]:
-        weights = self.weights()
-        best = self.prob_best()
-        arms = []
-        for arm_config in self.config.arms:
-            arm = arm_config.name
-            stats = self.policy.stats[arm]
-            counts = self.counts.get(arm, ArmCounts())
-            arms.append(
-                {
-                    "name": arm,
-                    "model_uri": arm_config.model_uri,
-                    "requests": stats.pulls,
-                    "forced": counts.forced,
-                    "errors": counts.errors,
-                    "fallbacks": counts.fallbacks,
-                    "feedback": stats.feedback,
-                    "reward_sum": stats.reward_sum,
-                    "reward_mean": stats.reward_mean,
-                    "weight": weights[arm],
-                    "prob_best": best[arm],
-                    "guardrail_breached": self.guardrail_breached(arm),
-                }
-            )
-        shadows = []
-        for shadow_config in self.config.shadows:
-            counts = self.shadows.get(shadow_config.name, ShadowCounts())
-            answered = counts.requests - counts.errors
-            shadows.append(
-                {
-                    "name": shadow_config.name,
-                    "model_uri": shadow_config.model_uri,
-                    "percent": shadow_config.percent,
-                    "requests": counts.requests,
-                    "errors": counts.errors,
-                    "dropped": counts.dropped,
-                    "mean_latency_ms": 1000 * counts.latency_sum_s / answered if answered else None,
-                    "rows": counts.rows,
-                    "agree_rows": counts.agree_rows,
-                    "agreement": counts.agree_rows / counts.rows if counts.rows else None,
-                }
-            )
-        return {
-            "name": self.config.name,
-            "description": self.config.description,
-            "status": self.status,
-            "outcome": self.outcome,
-            "winner": self.winner,
-            "revision": self.revision,
-            "policy": self.config.policy.name,
-            "policy_params": self.config.policy.params,
-            "reward": self.config.reward,
-            "default_arm": self.config.default,
-            "feedback_window_s": self.config.feedback_window_s,
-            "srm_p_value": self.srm_p_value(),
-            "arms": arms,
-            "shadows": shadows,
-        }
 
 
 @serve.deployment(
@@ -203,7 +69,7 @@ class LiveExperiment:
 class ExperimentState:
     """Holds merged experiment state, persists it, and hands routers their snapshots."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    async def __init__(self, config: dict[str, Any]) -> None:
         self.config = AppConfig.model_validate(config)
         assert self.config.store_url is not None, "parse_config resolves store_url"
         self.store = ExperimentStore(self.config.store_url)
@@ -223,6 +89,15 @@ class ExperimentState:
         for experiment in self.config.experiments:
             for model in [*experiment.arms, *experiment.shadows]:
                 self._deployed.setdefault(model.model_uri, experiment.n_features)
+        self._timeline_keys: dict[str, tuple[Any, ...]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._loops = [
+            asyncio.create_task(self._lifecycle_forever()),
+            asyncio.create_task(self._timeline_forever()),
+        ]
+        for name, live in self.experiments.items():
+            if live.status == "concluded" and live.mlflow_run_id is None:
+                self._record_conclusion_later(name)
 
     def _restore(self, name: str, deployed: ExperimentConfig | None = None) -> LiveExperiment:
         """Load one experiment from the store (creating or updating it from ``deployed``)."""
@@ -232,17 +107,33 @@ class ExperimentState:
         assert row is not None
         config = ExperimentConfig.model_validate(json.loads(row["config"]))
         stats, _ = self.store.load_stats(name)
+        lifecycle = self.store.lifecycle(name)
+        revision = int(row["revision"])
         live = LiveExperiment(
             config=config,
-            revision=int(row["revision"]),
+            revision=revision,
             status=row["status"],
             outcome=row["outcome"],
             winner=row["winner"],
-            policy=self._policy(config, int(row["revision"])),
+            policy=self._policy(config, revision),
             counts=self.store.load_counts(name),
             shadows=self.store.load_shadows(name),
+            metrics=self.store.load_metrics(name),
+            period_counts=self.store.load_period(name, revision),
+            started_at=lifecycle["started_at"],
+            period_started_at=lifecycle["period_started_at"] or time.time(),
+            excluded=dict(lifecycle["excluded"]),
+            mlflow_run_id=lifecycle["mlflow_run_id"],
+            recommendation=lifecycle["recommendation"],
         )
         live.policy.set_stats({arm: stats.get(arm, ArmStats()) for arm in config.arm_names})
+        if lifecycle["period_started_at"] is None or (
+            live.status == "running" and live.started_at is None
+        ):
+            live.started_at = live.started_at or (time.time() if live.status == "running" else None)
+            self.store.set_lifecycle(
+                name, started_at=live.started_at, period_started_at=live.period_started_at
+            )
         logger.info(
             "experiment %s restored: revision %d, %s", config.name, live.revision, live.status
         )
@@ -339,9 +230,11 @@ class ExperimentState:
     ) -> None:
         """Mirror a committed batch in memory (the same sums the store just added)."""
         deltas: dict[str, dict[str, ArmStats]] = {}
-        for (name, _revision, arm), count in counts.items():
+        for (name, revision, arm), count in counts.items():
             live = self.experiments[name]
             live.counts[arm] = live.counts.get(arm, ArmCounts()) + count
+            if revision == live.revision:
+                live.period_counts[arm] = live.period_counts.get(arm, ArmCounts()) + count
             per_arm = deltas.setdefault(name, {})
             per_arm[arm] = per_arm.get(arm, ArmStats()) + ArmStats(pulls=count.pulls)
         for record, ok in zip(records, accepted, strict=True):
@@ -349,6 +242,13 @@ class ExperimentState:
                 per_arm = deltas.setdefault(record.experiment, {})
                 reward = ArmStats(0, 1, record.reward, record.reward * record.reward)
                 per_arm[record.arm] = per_arm.get(record.arm, ArmStats()) + reward
+                live_metrics = self.experiments[record.experiment].metrics.setdefault(
+                    record.arm, {}
+                )
+                for metric, value in (record.metrics or {}).items():
+                    live_metrics[metric] = live_metrics.get(metric, ArmStats()) + ArmStats(
+                        0, 1, value, value * value
+                    )
         for name, per_arm in deltas.items():
             self.experiments[name].policy.update(per_arm)
         for (name, shadow), shadow_counts in shadows.items():
@@ -396,14 +296,23 @@ class ExperimentState:
                 new_revision=config is not None,
                 **columns,
             )
+            lifecycle: dict[str, Any] = {}
             if revision != live.revision:
                 stats = dict(live.policy.stats)
                 live.policy = self._policy(new_config, revision)
                 live.policy.set_stats(stats)
+                live.period_counts = {}
+                lifecycle["period_started_at"] = live.period_started_at = time.time()
+            if values.get("status") == "running" and live.started_at is None:
+                lifecycle["started_at"] = live.started_at = time.time()
+            if lifecycle:
+                await asyncio.to_thread(self.store.set_lifecycle, live.config.name, **lifecycle)
             live.config, live.revision = new_config, revision
             for key, value in values.items():
                 setattr(live, key, value)
         logger.info("experiment %s: %s by %s (%s)", live.config.name, action, actor, detail)
+        if values.get("status") == "concluded":
+            self._record_conclusion_later(live.config.name)
         return live.summary()
 
     async def create(
@@ -460,6 +369,23 @@ class ExperimentState:
             lines = "; ".join(describe_validation_error(error))
             raise ControlError(f"invalid experiment: {lines}", status=422) from None
 
+    async def start(self, name: str, actor: str, reason: str = "") -> dict[str, Any]:
+        """A draft starts running: the policy routes and learns from now on."""
+        live = self._live(name)
+        if live.status != "draft":
+            raise ControlError(f"experiment {name!r} is {live.status}, not a draft")
+        return await self._change(live, "start", actor, {"reason": reason}, status="running")
+
+    async def stop(self, name: str, actor: str, reason: str = "") -> dict[str, Any]:
+        """Conclude without a winner: all traffic to the default (control) arm."""
+        live = self._live(name)
+        if live.status == "concluded":
+            raise ControlError(f"experiment {name!r} is already concluded ({live.outcome})")
+        detail = {"arm": live.config.default, "reason": reason}
+        return await self._change(
+            live, "stop", actor, detail, status="concluded", outcome="stopped", winner=None
+        )
+
     async def pause(self, name: str, actor: str, reason: str = "") -> dict[str, Any]:
         """All traffic to the default arm, nothing learned, until resumed."""
         live = self._live(name)
@@ -468,6 +394,7 @@ class ExperimentState:
         return await self._change(live, "pause", actor, {"reason": reason}, status="paused")
 
     async def resume(self, name: str, actor: str, reason: str = "") -> dict[str, Any]:
+        """A paused experiment routes by its policy again."""
         live = self._live(name)
         if live.status != "paused":
             raise ControlError(f"experiment {name!r} is {live.status}, not paused")
@@ -534,6 +461,8 @@ class ExperimentState:
         handlers = {
             "create": self.create,
             "update": self.update,
+            "start": self.start,
+            "stop": self.stop,
             "pause": self.pause,
             "resume": self.resume,
             "weights": self.set_weights,
@@ -548,6 +477,176 @@ class ExperimentState:
     async def audit_log(self, name: str) -> list[dict[str, Any]]:
         self._live(name)
         return await asyncio.to_thread(self.store.audit_log, name)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def _lifecycle_forever(self) -> None:
+        interval = self.config.lifecycle.evaluate_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            for name in list(self.experiments):
+                try:
+                    await self.evaluate(name)
+                except Exception:  # one experiment's failure must not stop the others
+                    logger.exception("lifecycle evaluation of %s failed", name)
+
+    async def evaluate(self, name: str, now: float | None = None) -> list[dict[str, Any]]:
+        """Judge one experiment now and carry out what the lifecycle decides.
+
+        Returns:
+            The actions taken (kind, arm, reason).
+        """
+        live = self._live(name)
+        judgement = await self._judge(live, now)
+        taken = []
+        for action in judgement.actions:
+            if self.experiments.get(name) is not live or live.status != "running":
+                break  # changed meanwhile (a control call won the race): judge again later
+            await self._act(live, action)
+            taken.append({"kind": action.kind, "arm": action.arm, "reason": action.reason})
+        return taken
+
+    @staticmethod
+    async def _judge(live: LiveExperiment, now: float | None = None) -> Judgement:
+        """The lifecycle's current view (cached on ``live`` for summaries and metrics)."""
+        judgement = await asyncio.to_thread(judge, live, now or time.time())
+        live.guardrail_checks = judgement.guardrails
+        live.stopping = judgement.stopping
+        return judgement
+
+    async def _act(self, live: LiveExperiment, action: Action) -> None:
+        name = live.config.name
+        logger.info("lifecycle %s: %s %s (%s)", name, action.kind, action.arm, action.reason)
+        if action.kind == "exclude":
+            assert action.arm is not None
+            excluded = {**live.excluded, action.arm: action.reason}
+            async with self._write_lock:
+                await asyncio.to_thread(
+                    self.store.set_lifecycle,
+                    name,
+                    excluded=excluded,
+                    audit=(
+                        "guardrail_rollback",
+                        {"arm": action.arm, "reason": action.reason, "revision": live.revision},
+                        ACTOR,
+                    ),
+                )
+                live.excluded = excluded
+        elif action.kind == "recommend":
+            recommendation = {"winner": action.arm, "reason": action.reason}
+            async with self._write_lock:
+                await asyncio.to_thread(
+                    self.store.set_lifecycle,
+                    name,
+                    recommendation=recommendation,
+                    audit=("recommendation", recommendation, ACTOR),
+                )
+                live.recommendation = recommendation
+        elif action.kind == "ramp":
+            assert action.weights is not None
+            await self.set_weights(name, action.weights, ACTOR, action.reason)
+        elif action.kind == "promote":
+            assert action.arm is not None
+            await self.promote(name, action.arm, ACTOR, action.reason)
+        elif action.kind == "rollback":
+            await self.rollback(name, ACTOR, action.reason)
+        else:
+            await self.stop(name, ACTOR, action.reason)
+
+    def _record_conclusion_later(self, name: str) -> None:
+        """Log the concluded experiment to MLflow in the background (never blocks routing)."""
+        task = asyncio.create_task(self._record_conclusion(name))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _record_conclusion(self, name: str) -> None:
+        live = self.experiments[name]
+        promotion = live.config.promotion
+        if not promotion.log_to_mlflow or live.mlflow_run_id is not None:
+            return
+        from serve_app.tracking import log_conclusion
+
+        assert self.config.mlflow_tracking_uri is not None
+        try:
+            report = await self.report(name)
+            run_id = await asyncio.to_thread(
+                _log_with_artifacts,
+                log_conclusion,
+                self.config.mlflow_tracking_uri,
+                report,
+                live.config.model_dump(mode="json"),
+                promotion.registry_alias if live.outcome == "promoted" else None,
+            )
+        except Exception as error:
+            logger.exception("MLflow record of %s failed", name)
+            await asyncio.to_thread(
+                self.store.set_lifecycle,
+                name,
+                audit=("mlflow_failed", {"error": repr(error)[:500]}, ACTOR),
+            )
+            return
+        detail = {"run_id": run_id, "outcome": live.outcome, "winner": live.winner}
+        if promotion.registry_alias and live.outcome == "promoted":
+            detail["alias"] = promotion.registry_alias
+        await asyncio.to_thread(
+            self.store.set_lifecycle,
+            name,
+            mlflow_run_id=run_id,
+            audit=("mlflow_run", detail, ACTOR),
+        )
+        live.mlflow_run_id = run_id
+
+    async def _timeline_forever(self) -> None:
+        interval = self.config.lifecycle.timeline_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.record_timeline()
+            except Exception:
+                logger.exception("timeline sample failed")
+
+    async def record_timeline(self) -> int:
+        """Store each experiment's cumulative per-arm counts where they changed.
+
+        Returns:
+            Rows written.
+        """
+        now = time.time()
+        rows = []
+        for name, live in self.experiments.items():
+            stats = live.policy.stats
+            key = tuple((s.pulls, s.feedback, s.reward_sum) for s in stats.values())
+            if self._timeline_keys.get(name) == key:
+                continue
+            self._timeline_keys[name] = key
+            weights = live.weights()
+            rows.extend(
+                {
+                    "experiment": name,
+                    "at": now,
+                    "arm": arm,
+                    "pulls": stats[arm].pulls,
+                    "feedback": stats[arm].feedback,
+                    "reward_sum": stats[arm].reward_sum,
+                    "weight": weights[arm],
+                }
+                for arm in live.config.arm_names
+            )
+        await asyncio.to_thread(self.store.add_timeline, rows)
+        return len(rows)
+
+    async def report(self, name: str) -> dict[str, Any]:
+        """The full analysis of one experiment (see :func:`serve_app.report.build_report`)."""
+        live = self._live(name)
+        await self._judge(live)
+        timeline, audit, periods = await asyncio.to_thread(
+            lambda: (
+                self.store.timeline(name),
+                self.store.audit_log(name),
+                self.store.period_stats(name),
+            )
+        )
+        return await asyncio.to_thread(build_report, live, timeline, audit, periods)
 
     # ---------------------------------------------------------------- read side
 
@@ -590,3 +689,25 @@ class ExperimentState:
 
     def check_health(self) -> None:
         self.store.ping()
+
+
+def _log_with_artifacts(
+    log_conclusion: Any,
+    tracking_uri: str,
+    report: dict[str, Any],
+    config: dict[str, Any],
+    alias: str | None,
+) -> str:
+    """Render the report's plots and HTML in a temp dir and log the run (a worker thread)."""
+    import tempfile
+    from pathlib import Path
+
+    from serve_app.report_render import render_html, render_plots
+
+    with tempfile.TemporaryDirectory(prefix="bandit-serve-report-") as tmp:
+        plots = render_plots(report, Path(tmp))
+        html = render_html(report, plots)
+        run_id: str = log_conclusion(
+            tracking_uri, report, config, html=html, plots=plots, alias=alias
+        )
+    return run_id

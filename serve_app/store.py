@@ -129,6 +129,47 @@ rewards_table = sa.Table(
     sa.Column("received_at", sa.Float, nullable=False),
 )
 
+# Feedback metrics (guardrails): additive sums per (experiment, period, arm, metric).
+metric_stats_table = sa.Table(
+    "metric_stats",
+    metadata,
+    sa.Column("experiment", sa.String(64), primary_key=True),
+    sa.Column("period", sa.Integer, primary_key=True),
+    sa.Column("arm", sa.String(64), primary_key=True),
+    sa.Column("metric", sa.String(64), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False, default=0),
+    sa.Column("sum", sa.Float, nullable=False, default=0.0),
+    sa.Column("sum_squares", sa.Float, nullable=False, default=0.0),
+)
+
+# The lifecycle's own state: when the experiment started running and its current period
+# began (ramp steps wait in a period), arms rolled back by a guardrail, the conclusion's
+# MLflow run and a standing recommendation (stopping action "recommend").
+lifecycle_table = sa.Table(
+    "lifecycle",
+    metadata,
+    sa.Column("experiment", sa.String(64), primary_key=True),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("period_started_at", sa.Float, nullable=True),
+    sa.Column("excluded", sa.Text, nullable=False, default="{}"),
+    sa.Column("mlflow_run_id", sa.String(64), nullable=True),
+    sa.Column("recommendation", sa.Text, nullable=True),
+)
+
+# Cumulative per-arm counts sampled every few seconds: traffic share and reward over time.
+timeline_table = sa.Table(
+    "timeline",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment", sa.String(64), nullable=False, index=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("arm", sa.String(64), nullable=False),
+    sa.Column("pulls", sa.BigInteger, nullable=False),
+    sa.Column("feedback", sa.BigInteger, nullable=False),
+    sa.Column("reward_sum", sa.Float, nullable=False),
+    sa.Column("weight", sa.Float, nullable=False),
+)
+
 audit_table = sa.Table(
     "audit_log",
     metadata,
@@ -153,6 +194,7 @@ class FeedbackRecord:
     propensity: float
     issued_at: float
     learned: bool = True
+    metrics: Mapping[str, float] | None = None  # guardrail metrics sent with the feedback
 
 
 class _Additive:
@@ -214,6 +256,11 @@ def create_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+def initial_status(config: Mapping[str, Any]) -> str:
+    """A new (or redeployed) experiment starts as a draft when its config says so."""
+    return "draft" if config.get("draft") else "running"
+
+
 class ExperimentStore:
     """Synchronous store API; the state deployment calls it from a worker thread."""
 
@@ -262,7 +309,7 @@ class ExperimentStore:
                 .values(
                     name=name,
                     revision=1,
-                    status="running",
+                    status=initial_status(config),
                     config=text,
                     source_config=text,
                     created_at=now,
@@ -290,7 +337,7 @@ class ExperimentStore:
                     revision=revision,
                     config=text,
                     source_config=text,
-                    status="running",
+                    status=initial_status(config),
                     outcome=None,
                     winner=None,
                     updated_at=now,
@@ -311,7 +358,7 @@ class ExperimentStore:
                 .values(
                     name=name,
                     revision=1,
-                    status="running",
+                    status=initial_status(config),
                     config=text,
                     source_config=text,
                     origin="api",
@@ -497,6 +544,7 @@ class ExperimentStore:
                 count = counts.get(key, ArmCounts())
                 n, total, squares = deltas.get(key, (0, 0.0, 0.0))
                 self._add_stats(connection, key, count, int(n), float(total), float(squares))
+            self._add_metrics(connection, [first[key] for key in stored])
             for experiment, shadow in sorted(shadows or {}):
                 self._add_shadow(
                     connection, experiment, shadow, (shadows or {})[(experiment, shadow)]
@@ -572,6 +620,26 @@ class ExperimentStore:
             values,
         )
 
+    def _add_metrics(self, connection: sa.Connection, records: list[FeedbackRecord]) -> None:
+        """Sum the guardrail metrics of newly stored, learned feedback per arm and metric."""
+        sums: dict[tuple[str, int, str, str], list[float]] = {}
+        for record in records:
+            if not record.learned or not record.metrics:
+                continue
+            for metric, value in record.metrics.items():
+                key = (record.experiment, record.revision, record.arm, metric)
+                total = sums.setdefault(key, [0.0, 0.0, 0.0])
+                total[0] += 1
+                total[1] += value
+                total[2] += value * value
+        for (experiment, period, arm, metric), (n, total, squares) in sorted(sums.items()):
+            self._upsert_add(
+                connection,
+                metric_stats_table,
+                {"experiment": experiment, "period": period, "arm": arm, "metric": metric},
+                {"n": int(n), "sum": total, "sum_squares": squares},
+            )
+
     def _add_shadow(
         self, connection: sa.Connection, experiment: str, shadow: str, counts: ShadowCounts
     ) -> None:
@@ -626,6 +694,137 @@ class ExperimentStore:
                 )
                 for row in connection.execute(query)
             }
+
+    def load_metrics(self, experiment: str) -> dict[str, dict[str, ArmStats]]:
+        """Per arm and feedback metric: (n, sum, sum of squares) summed over all periods."""
+        columns = metric_stats_table.c
+        query = (
+            sa.select(
+                columns.arm,
+                columns.metric,
+                sa.func.sum(columns.n).label("n"),
+                sa.func.sum(columns.sum).label("sum"),
+                sa.func.sum(columns.sum_squares).label("sum_squares"),
+            )
+            .where(columns.experiment == experiment)
+            .group_by(columns.arm, columns.metric)
+        )
+        metrics: dict[str, dict[str, ArmStats]] = {}
+        with self.engine.connect() as connection:
+            for row in connection.execute(query):
+                metrics.setdefault(row.arm, {})[row.metric] = ArmStats(
+                    0, int(row.n), float(row.sum), float(row.sum_squares)
+                )
+        return metrics
+
+    def load_period(self, experiment: str, period: int) -> dict[str, ArmCounts]:
+        """Routing counts of one period (revision) per arm: what a ramp step has seen."""
+        columns = arm_stats_table.c
+        query = sa.select(arm_stats_table).where(
+            (columns.experiment == experiment) & (columns.period == period)
+        )
+        with self.engine.connect() as connection:
+            return {
+                row.arm: ArmCounts(
+                    int(row.pulls),
+                    int(row.errors),
+                    int(row.forced),
+                    int(row.fallbacks),
+                    float(row.expected),
+                )
+                for row in connection.execute(query)
+            }
+
+    def period_stats(self, experiment: str) -> list[dict[str, ArmStats]]:
+        """Learned statistics per period (revision), oldest first: for period-weighted means."""
+        columns = arm_stats_table.c
+        query = (
+            sa.select(arm_stats_table)
+            .where(columns.experiment == experiment)
+            .order_by(columns.period, columns.arm)
+        )
+        periods: dict[int, dict[str, ArmStats]] = {}
+        with self.engine.connect() as connection:
+            for row in connection.execute(query):
+                periods.setdefault(int(row.period), {})[row.arm] = ArmStats(
+                    int(row.pulls),
+                    int(row.feedback),
+                    float(row.reward_sum),
+                    float(row.reward_sum_squares),
+                )
+        return [periods[period] for period in sorted(periods)]
+
+    def lifecycle(self, experiment: str) -> dict[str, Any]:
+        """The experiment's lifecycle row (defaults when it has none yet)."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                sa.select(lifecycle_table).where(lifecycle_table.c.experiment == experiment)
+            ).first()
+        if row is None:
+            return {
+                "started_at": None,
+                "period_started_at": None,
+                "excluded": {},
+                "mlflow_run_id": None,
+                "recommendation": None,
+            }
+        values = dict(row._mapping)
+        values.pop("experiment")
+        values["excluded"] = json.loads(values["excluded"] or "{}")
+        if values["recommendation"]:
+            values["recommendation"] = json.loads(values["recommendation"])
+        return values
+
+    def set_lifecycle(
+        self,
+        experiment: str,
+        *,
+        audit: tuple[str, Mapping[str, Any], str] | None = None,
+        **values: Any,
+    ) -> None:
+        """Update lifecycle fields (JSON-encoding ``excluded`` and ``recommendation``), with
+        an optional audit entry ``(action, detail, actor)`` in the same transaction."""
+        encoded = dict(values)
+        for key in ("excluded", "recommendation"):
+            if key in encoded and encoded[key] is not None:
+                encoded[key] = json.dumps(encoded[key], sort_keys=True)
+        with self.engine.begin() as connection:
+            statement = self._insert(lifecycle_table).values(
+                {"experiment": experiment, "excluded": "{}", **encoded}
+            )
+            if encoded:
+                statement = statement.on_conflict_do_update(
+                    index_elements=["experiment"], set_=encoded
+                )
+            else:
+                statement = statement.on_conflict_do_nothing(index_elements=["experiment"])
+            connection.execute(statement)
+            if audit is not None:
+                action, detail, actor = audit
+                self._audit(connection, experiment, action, detail, actor)
+
+    def add_timeline(self, rows: list[dict[str, Any]]) -> None:
+        """Append timeline samples: experiment, at, arm, pulls, feedback, reward_sum, weight."""
+        if rows:
+            with self.engine.begin() as connection:
+                connection.execute(sa.insert(timeline_table), rows)
+
+    def timeline(self, experiment: str) -> list[dict[str, Any]]:
+        columns = timeline_table.c
+        query = (
+            sa.select(
+                columns.at,
+                columns.arm,
+                columns.pulls,
+                columns.feedback,
+                columns.reward_sum,
+                columns.weight,
+            )
+            .where(columns.experiment == experiment)
+            .order_by(columns.at, columns.id)
+        )
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
 
     def rewards(self, experiment: str) -> list[dict[str, Any]]:
         """All stored feedback of an experiment (for audits, tests and reports)."""

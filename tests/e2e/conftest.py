@@ -128,8 +128,44 @@ def e2e_args(demo_store: dict[str, Any], data_dir: str) -> dict[str, Any]:
             fixed("control", {"logreg": 0.5, "forest": 0.5}, uris),
             fixed("canary", {"logreg": 0.9, "forest": 0.1}, uris),
             fixed("durable", {"logreg": 0.5, "forest": 0.5}, uris),
+            *lifecycle_experiments(uris),
         ],
+        "lifecycle": {"evaluate_interval_s": 0.2, "timeline_interval_s": 0.5},
     }
+
+
+def lifecycle_experiments(uris: dict[str, str]) -> list[dict[str, Any]]:
+    """Experiments that conclude on their own (tests/e2e/test_lifecycle.py drives them)."""
+    return [
+        fixed(
+            "auto-promote",
+            {"logreg": 0.5, "forest": 0.5},
+            uris,
+            stopping={
+                "rule": "bayesian",
+                "min_samples_per_arm": 40,
+                "prob_best": 0.95,
+                "expected_loss": 0.01,
+            },
+            promotion={"registry_alias": "champion"},
+        ),
+        fixed(
+            "guarded",
+            {"logreg": 0.5, "forest": 0.5},
+            uris,
+            guardrails={
+                "metrics": [{"name": "refund", "direction": "increase", "min_samples": 30}]
+            },
+        ),
+        {
+            "name": "ramped",
+            "policy": {"name": "fixed"},
+            "arms": [arm("logreg", uris["logreg"]), arm("forest", uris["forest"])],
+            "ramp": {"arm": "forest", "steps": [10, 50, 100], "min_samples": 15},
+            "guardrails": {"max_error_rate": 0.5, "min_requests": 5},
+        },
+        fixed("drafted", {"logreg": 0.5, "forest": 0.5}, uris, draft=True),
+    ]
 
 
 @pytest.fixture(scope="session")

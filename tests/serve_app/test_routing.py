@@ -79,3 +79,17 @@ def test_snapshot_with_new_revision_rebuilds_the_policy():
     )
     assert experiment.revision == 2
     assert {experiment.route(None, None).arm for _ in range(50)} == {"b"}
+
+
+def test_an_arm_rolled_back_by_a_guardrail_gets_no_traffic_and_exact_propensities():
+    experiment = routed({"a": 0.5, "b": 0.3, "c": 0.2})
+    experiment.apply(
+        {"revision": 1, "status": "running", "route_to": None, "excluded": ["b"], "stats": {}}
+    )
+    routes = [experiment.route(None, None) for _ in range(20_000)]
+    counts = Counter(route.arm for route in routes)
+    assert "b" not in counts
+    assert counts["a"] / 20_000 == pytest.approx(0.5 / 0.7, abs=0.015)
+    assert {route.arm: route.propensity for route in routes} == pytest.approx(
+        {"a": 0.5 / 0.7, "c": 0.2 / 0.7}
+    )

@@ -1,0 +1,441 @@
+"""What an experiment's numbers say: comparisons, stopping rules and guardrails.
+
+Pure functions over the additive statistics the state deployment keeps (no Ray, no store), so
+the lifecycle's decisions and the report are one computation, tested directly:
+
+- :func:`compare`: each challenger against the control, three ways (fixed-horizon Welch with
+  Holm-adjusted p-values, Bayesian chance to win and risk, the always-valid sequential test);
+- :func:`evaluate_stopping`: the configured stopping rule, with every rule's status spelt out;
+- :func:`evaluate_guardrails`: error rate, p95 latency and feedback metrics of each challenger
+  against the control.
+
+Relative effects are ``(mean_arm - mean_control) / |mean_control|`` throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bandits import ArmStats
+from bandits.stats import (
+    MetricStats,
+    ProportionStats,
+    SampleStats,
+    adjust_pvalues,
+    bayesian_effect,
+    prob_best,
+    sequential_test,
+    welch_ttest,
+)
+from serve_app.config import GuardrailConfig, MetricGuardrail, StoppingConfig
+from serve_app.metrics import LATENCY_BUCKETS
+
+PROB_BEST_DRAWS = 20_000
+
+
+def metric_stats(stats: ArmStats, reward: str) -> MetricStats:
+    """The learned feedback of one arm as the summary the statistics take."""
+    if reward == "binary":
+        return ProportionStats.from_arm_stats(stats)
+    return SampleStats.from_arm_stats(stats)
+
+
+def posterior(stats: ArmStats, reward: str) -> dict[str, Any]:
+    """Posterior of the arm's mean reward, as the report plots it.
+
+    Binary: ``Beta(1 + s, 1 + n - s)`` (uniform prior). Continuous: ``N(mean, s^2 / n)`` with
+    the sample variance ``s^2`` (flat prior; ``sd`` is None below 2 observations).
+    """
+    if reward == "binary":
+        successes = stats.reward_sum
+        return {
+            "family": "beta",
+            "alpha": 1.0 + successes,
+            "beta": 1.0 + stats.feedback - successes,
+        }
+    sample = SampleStats.from_arm_stats(stats)
+    sd = math.sqrt(sample.variance / sample.n) if sample.n >= 2 else None
+    return {"family": "normal", "mean": sample.mean if sample.n else 0.0, "sd": sd}
+
+
+def quantile_ms(histogram: Mapping[str, float], q: float = 0.95) -> float | None:
+    """A quantile of a latency histogram, in ms, interpolated linearly inside its bucket.
+
+    ``histogram`` maps a bucket index (as a string, ``len(LATENCY_BUCKETS)`` for +Inf) to a
+    count, as the routers sync it. The +Inf bucket reports the last finite bound.
+
+    >>> quantile_ms({"0": 50, "1": 50})  # half below 1 ms, half in (1, 2.5] ms
+    2.35
+    """
+    counts = [0.0] * (len(LATENCY_BUCKETS) + 1)
+    for key, value in histogram.items():
+        if key.isdigit() and int(key) < len(counts):
+            counts[int(key)] += value
+    total = sum(counts)
+    if total <= 0:
+        return None
+    rank = q * total
+    seen = 0.0
+    for index, count in enumerate(counts):
+        if count and seen + count >= rank:
+            upper = LATENCY_BUCKETS[min(index, len(LATENCY_BUCKETS) - 1)]
+            lower = LATENCY_BUCKETS[index - 1] if 0 < index < len(LATENCY_BUCKETS) else 0.0
+            if index == len(LATENCY_BUCKETS):
+                lower = upper
+            return round(1000.0 * (lower + (upper - lower) * (rank - seen) / count), 6)
+        seen += count
+    return 1000.0 * LATENCY_BUCKETS[-1]
+
+
+def _usable(stats: MetricStats) -> bool:
+    """Enough data for a comparison: two observations (proportions: one)."""
+    return stats.n >= (1 if isinstance(stats, ProportionStats) else 2)
+
+
+def compare(
+    arms: Mapping[str, ArmStats],
+    control: str,
+    reward: str,
+    *,
+    alpha: float = 0.05,
+    tuning: float = 5000.0,
+) -> list[dict[str, Any]]:
+    """Every other arm against ``control``: fixed-horizon, Bayesian and sequential results.
+
+    The fixed-horizon p-values are Holm-adjusted over the challengers; ``significant`` is the
+    adjusted p-value (sequential: its own always-valid p-value, Bonferroni over the
+    challengers) below ``alpha``. Arms without data get ``None`` results.
+    """
+    base = metric_stats(arms[control], reward)
+    challengers = [arm for arm in arms if arm != control]
+    rows: list[dict[str, Any]] = []
+    for arm in challengers:
+        treatment = metric_stats(arms[arm], reward)
+        row: dict[str, Any] = {"arm": arm, "control": control}
+        if _usable(base) and _usable(treatment):
+            welch = welch_ttest(base, treatment, alpha=alpha)
+            bayes = bayesian_effect(base, treatment, alpha=alpha)
+            seq = sequential_test(base, treatment, alpha=alpha, tuning=tuning)
+            row["frequentist"] = {
+                "estimate": welch.estimate,
+                "se": welch.se,
+                "ci": list(welch.ci),
+                "p_value": welch.p_value,
+            }
+            row["bayesian"] = {
+                "chance_to_win": bayes.chance_to_win,
+                "mean": bayes.mean,
+                "ci": list(bayes.ci),
+                "risk": list(bayes.risk),
+            }
+            seq_alpha = alpha / max(1, len(challengers))
+            row["sequential"] = {
+                "estimate": seq.estimate,
+                "ci": list(seq.ci),
+                "p_value": seq.p_value,
+                "significant": seq.p_value <= seq_alpha,
+            }
+        else:
+            row.update(frequentist=None, bayesian=None, sequential=None)
+        rows.append(row)
+    tested = [row for row in rows if row["frequentist"] is not None]
+    if tested:
+        adjusted = adjust_pvalues(
+            [row["frequentist"]["p_value"] for row in tested], "holm", alpha=alpha
+        )
+        for row, p_value, reject in zip(tested, adjusted.p_values, adjusted.reject, strict=True):
+            row["frequentist"]["p_value_adjusted"] = p_value
+            row["frequentist"]["significant"] = bool(reject)
+    return rows
+
+
+def _sequential_rows(
+    arms: Mapping[str, ArmStats], control: str, reward: str, alpha: float, tuning: float
+) -> list[dict[str, Any]]:
+    """Only the sequential part of :func:`compare` (the stopping rule runs every second)."""
+    base = metric_stats(arms[control], reward)
+    challengers = [arm for arm in arms if arm != control]
+    rows = []
+    for arm in challengers:
+        treatment = metric_stats(arms[arm], reward)
+        sequential = None
+        if _usable(base) and _usable(treatment):
+            result = sequential_test(base, treatment, alpha=alpha, tuning=tuning)
+            sequential = {
+                "estimate": result.estimate,
+                "p_value": result.p_value,
+                "significant": result.p_value <= alpha / len(challengers),
+            }
+        rows.append({"arm": arm, "sequential": sequential})
+    return rows
+
+
+@dataclass(frozen=True)
+class RuleCheck:
+    """One stopping rule's status."""
+
+    name: str
+    met: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class StoppingDecision:
+    """Whether to stop now, with which winner, and why (``rules``: every rule's status)."""
+
+    met: bool
+    winner: str | None
+    reason: str
+    rules: tuple[RuleCheck, ...] = field(default_factory=tuple)
+    expired: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rules"] = [asdict(rule) for rule in self.rules]
+        return data
+
+
+def best_arm(
+    arms: Mapping[str, ArmStats], reward: str, seed: int = 0
+) -> tuple[str, dict[str, float], dict[str, float]] | None:
+    """The arm most likely best, with P(best) and expected loss of every arm (None when an
+    arm has too little data for a posterior)."""
+    summaries = {arm: metric_stats(stats, reward) for arm, stats in arms.items()}
+    if reward == "continuous" and any(s.n < 2 for s in summaries.values()):
+        return None
+    result = prob_best(summaries, draws=PROB_BEST_DRAWS, seed=seed)
+    winner = max(result.prob_best, key=lambda arm: result.prob_best[arm])
+    return winner, dict(result.prob_best), dict(result.expected_loss)
+
+
+def evaluate_stopping(
+    rules: StoppingConfig,
+    arms: Mapping[str, ArmStats],
+    control: str,
+    reward: str,
+    elapsed_s: float,
+) -> StoppingDecision:
+    """Apply the stopping rule to the arms still in the experiment (``arms``, control
+    included).
+
+    ``bayesian``: stop when ``max_k P(k best) >= prob_best`` and that arm's expected loss
+    ``E[max_j mu_j - mu_k] <= expected_loss``. ``sequential``: stop when a challenger's
+    always-valid test rejects at ``alpha / (K - 1)``; the best significantly better challenger
+    wins, the control wins when every challenger is significantly worse. Both wait until each
+    arm has ``min_samples_per_arm`` feedback; past ``max_duration_s`` the decision is
+    ``expired`` (the experiment stops on the control).
+    """
+    checks: list[RuleCheck] = []
+    fewest = min(stats.feedback for stats in arms.values())
+    enough = fewest >= rules.min_samples_per_arm
+    checks.append(
+        RuleCheck(
+            "min_samples",
+            enough,
+            f"fewest feedback per arm {fewest} of {rules.min_samples_per_arm} needed",
+        )
+    )
+    winner: str | None = None
+    reason = ""
+    if rules.rule == "bayesian":
+        found = best_arm(arms, reward)
+        if found is None:
+            checks.append(RuleCheck("prob_best", False, "too little data for a posterior"))
+        else:
+            best, probabilities, losses = found
+            confident = probabilities[best] >= rules.prob_best
+            cheap = losses[best] <= rules.expected_loss
+            checks.append(
+                RuleCheck(
+                    "prob_best",
+                    confident,
+                    f"P({best} best) = {probabilities[best]:.4f}, threshold {rules.prob_best}",
+                )
+            )
+            checks.append(
+                RuleCheck(
+                    "expected_loss",
+                    cheap,
+                    f"expected loss of {best} = {losses[best]:.6f}, "
+                    f"threshold {rules.expected_loss}",
+                )
+            )
+            if enough and confident and cheap:
+                winner = best
+                reason = (
+                    f"{best} is best with probability {probabilities[best]:.4f} and expected "
+                    f"loss {losses[best]:.6f}"
+                )
+    else:
+        rows = _sequential_rows(arms, control, reward, rules.alpha, rules.tuning)
+        better = [
+            row
+            for row in rows
+            if row["sequential"] and row["sequential"]["significant"]
+            if row["sequential"]["estimate"] > 0
+        ]
+        worse = [
+            row
+            for row in rows
+            if row["sequential"] and row["sequential"]["significant"]
+            if row["sequential"]["estimate"] < 0
+        ]
+        detail = ", ".join(
+            f"{row['arm']}: p={row['sequential']['p_value']:.4g}"
+            if row["sequential"]
+            else f"{row['arm']}: no data"
+            for row in rows
+        )
+        decided = bool(better) or (bool(rows) and len(worse) == len(rows))
+        checks.append(RuleCheck("sequential", decided, f"always-valid p-values: {detail}"))
+        if enough and better:
+            top = max(better, key=lambda row: row["sequential"]["estimate"])
+            winner = top["arm"]
+            reason = (
+                f"{winner} beats {control} by {top['sequential']['estimate']:+.2%} "
+                f"(always-valid p = {top['sequential']['p_value']:.4g})"
+            )
+        elif enough and decided:
+            winner = control
+            reason = f"every challenger is significantly worse than {control}"
+    expired = rules.max_duration_s is not None and elapsed_s >= rules.max_duration_s
+    if rules.max_duration_s is not None:
+        checks.append(
+            RuleCheck(
+                "max_duration",
+                expired,
+                f"running {elapsed_s:.0f} s of at most {rules.max_duration_s:.0f} s",
+            )
+        )
+    if winner is None and expired:
+        reason = f"no answer after {elapsed_s:.0f} s (max_duration_s {rules.max_duration_s:g})"
+    if winner is None and not expired:
+        reason = "not yet: " + "; ".join(check.detail for check in checks if not check.met)
+    return StoppingDecision(
+        met=winner is not None or expired,
+        winner=winner,
+        reason=reason,
+        rules=tuple(checks),
+        expired=winner is None and expired,
+    )
+
+
+@dataclass(frozen=True)
+class GuardrailCheck:
+    """One guardrail of one challenger arm."""
+
+    arm: str
+    rule: str
+    value: float | None
+    threshold: float | None
+    breached: bool
+    detail: str
+
+
+def _metric_check(
+    rule: MetricGuardrail, arm: str, control: ArmStats | None, stats: ArmStats | None
+) -> GuardrailCheck:
+    name = f"metric:{rule.name}"
+    base = SampleStats.from_arm_stats(control) if control else SampleStats(0, 0.0, 0.0)
+    treatment = SampleStats.from_arm_stats(stats) if stats else SampleStats(0, 0.0, 0.0)
+    if min(base.n, treatment.n) < rule.min_samples:
+        detail = (
+            f"{rule.name}: {treatment.n} values for {arm}, {base.n} for the control, "
+            f"{rule.min_samples} needed"
+        )
+        return GuardrailCheck(arm, name, None, rule.max_relative_change, False, detail)
+    result = sequential_test(base, treatment, alpha=rule.alpha, relative=True)
+    low, high = result.ci
+    harm = low if rule.direction == "increase" else -high
+    breached = harm > rule.max_relative_change
+    detail = (
+        f"{rule.name} {result.estimate:+.2%} vs control (always-valid "
+        f"{1 - rule.alpha:.0%} interval {low:+.2%}..{high:+.2%}; harmful: {rule.direction} "
+        f"beyond {rule.max_relative_change:.2%})"
+    )
+    return GuardrailCheck(arm, name, result.estimate, rule.max_relative_change, breached, detail)
+
+
+def evaluate_guardrails(
+    rules: GuardrailConfig,
+    control: str,
+    challengers: Sequence[str],
+    calls: Mapping[str, tuple[int, int]],
+    latency: Mapping[str, Mapping[str, float]],
+    metrics: Mapping[str, Mapping[str, ArmStats]],
+) -> list[GuardrailCheck]:
+    """Judge each challenger against the control.
+
+    Args:
+        rules: The experiment's guardrails.
+        control: The control (default) arm.
+        challengers: The arms to judge.
+        calls: Per arm (calls, errors).
+        latency: Per arm, its latency histogram (bucket index -> count).
+        metrics: Per arm and feedback metric, ``ArmStats(feedback=n, reward_sum=sum, ...)``.
+
+    Error rate ``errors / calls`` breaches above ``max_error_rate``; p95 latency breaches when
+    ``p95_arm > max_p95_latency_ratio * p95_control + latency_slack_ms``; a feedback metric
+    when its always-valid interval lies wholly beyond the tolerated harm. Nothing is judged
+    before ``min_requests`` calls (metrics: their own ``min_samples``).
+    """
+    checks: list[GuardrailCheck] = []
+    control_p95 = quantile_ms(latency.get(control, {}))
+    for arm in challengers:
+        n_calls, errors = calls.get(arm, (0, 0))
+        judged = n_calls >= rules.min_requests
+        if rules.max_error_rate is not None:
+            rate = errors / n_calls if n_calls else 0.0
+            breached = judged and rate > rules.max_error_rate
+            checks.append(
+                GuardrailCheck(
+                    arm,
+                    "error_rate",
+                    rate if n_calls else None,
+                    rules.max_error_rate,
+                    breached,
+                    f"error rate {rate:.2%} ({errors}/{n_calls} calls), "
+                    f"limit {rules.max_error_rate:.2%}"
+                    + ("" if judged else f"; judged after {rules.min_requests} calls"),
+                )
+            )
+        if rules.max_p95_latency_ratio is not None:
+            arm_p95 = quantile_ms(latency.get(arm, {}))
+            if arm_p95 is None or control_p95 is None or not judged:
+                checks.append(
+                    GuardrailCheck(
+                        arm,
+                        "p95_latency",
+                        arm_p95,
+                        rules.max_p95_latency_ratio,
+                        False,
+                        f"p95 latency not judged yet ({n_calls} calls)",
+                    )
+                )
+            else:
+                limit = rules.max_p95_latency_ratio * control_p95 + rules.latency_slack_ms
+                checks.append(
+                    GuardrailCheck(
+                        arm,
+                        "p95_latency",
+                        arm_p95,
+                        rules.max_p95_latency_ratio,
+                        arm_p95 > limit,
+                        f"p95 latency {arm_p95:.1f} ms vs control {control_p95:.1f} ms, limit "
+                        f"{rules.max_p95_latency_ratio:g} x control + "
+                        f"{rules.latency_slack_ms:g} ms = {limit:.1f} ms",
+                    )
+                )
+        for rule in rules.metrics:
+            checks.append(
+                _metric_check(
+                    rule,
+                    arm,
+                    metrics.get(control, {}).get(rule.name),
+                    metrics.get(arm, {}).get(rule.name),
+                )
+            )
+    return checks

@@ -1,0 +1,142 @@
+"""The experiment report: one JSON document with everything the experiment has to say.
+
+Served as ``GET /experiments/{name}/report``, printed and drawn by ``bandit-serve report``
+(:mod:`serve_app.report_render`) and logged with the MLflow run of a conclusion
+(:mod:`serve_app.tracking`). Keys:
+
+- ``arms``: counts, reward mean, weight, P(best), expected loss, error rate, p95 latency,
+  whether a guardrail rolled the arm back (and why), the posterior of its mean, and its
+  period-weighted mean (robust to weights changing over time: Simpson's paradox);
+- ``comparisons``: each challenger against the control (:func:`serve_app.analysis.compare`);
+- ``srm``, ``stopping``, ``guardrails``, ``ramp``: the lifecycle's view now;
+- ``timeline``: cumulative per-arm counts sampled every ``lifecycle.timeline_interval_s``;
+- ``audit``: every transition and change, with who and why;
+- ``drift``: input and prediction drift when the experiment tracks it (else null);
+- ``mlflow_run_id``: the run recording the conclusion.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bandits import ArmStats
+from bandits.stats import period_weighted_means
+from serve_app.analysis import best_arm, compare, metric_stats, posterior
+from serve_app.lifecycle import ramp_step
+from serve_app.live import LiveExperiment
+from serve_app.store import ArmCounts
+
+SRM_ALPHA = 0.001  # the usual SRM alarm level: a mismatch this unlikely means a bug
+
+
+def build_report(
+    live: LiveExperiment,
+    timeline: Sequence[dict[str, Any]],
+    audit: Sequence[dict[str, Any]],
+    periods: Sequence[dict[str, ArmStats]],
+    drift: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The report of ``live`` with its stored history (timeline, audit log, per-period stats).
+
+    Comparisons use the arms still in the experiment plus the control; arms rolled back by a
+    guardrail keep their numbers in ``arms``.
+    """
+    config = live.config
+    reward = config.reward
+    stats = {arm: live.policy.stats[arm] for arm in config.arm_names}
+    weights = live.weights()
+    found = best_arm(stats, reward)
+    probabilities, losses = (found[1], found[2]) if found else ({}, {})
+    weighted = period_weighted_means(
+        [{arm: metric_stats(s, reward) for arm, s in period.items()} for period in periods]
+    )
+    arms = []
+    for arm_config in config.arms:
+        arm = arm_config.name
+        counts = live.counts.get(arm, ArmCounts())
+        calls = counts.pulls + counts.forced
+        pwm = weighted.get(arm)
+        arms.append(
+            {
+                "name": arm,
+                "model_uri": arm_config.model_uri,
+                "requests": stats[arm].pulls,
+                "forced": counts.forced,
+                "feedback": stats[arm].feedback,
+                "reward_mean": stats[arm].reward_mean,
+                "reward_sum": stats[arm].reward_sum,
+                "period_weighted_mean": pwm.mean if pwm and pwm.n else None,
+                "period_weighted_se": pwm.se if pwm and pwm.n else None,
+                "weight": weights[arm],
+                "prob_best": probabilities.get(arm),
+                "expected_loss": losses.get(arm),
+                "errors": counts.errors,
+                "fallbacks": counts.fallbacks,
+                "error_rate": counts.errors / calls if calls else 0.0,
+                "p95_latency_ms": live.p95_latency_ms(arm),
+                "excluded": arm in live.excluded,
+                "exclusion_reason": live.excluded.get(arm),
+                "posterior": posterior(stats[arm], reward),
+            }
+        )
+    compared = {arm: stats[arm] for arm in live.active_arms}
+    compared.setdefault(live.control, stats[live.control])
+    rules = config.stopping
+    alpha, tuning = (rules.alpha, rules.tuning) if rules else (0.05, 5000.0)
+    srm_p = live.srm_p_value()
+    now = time.time()
+    return {
+        "experiment": config.name,
+        "description": config.description,
+        "generated_at": now,
+        "status": live.status,
+        "outcome": live.outcome,
+        "winner": live.winner,
+        "revision": live.revision,
+        "policy": config.policy.name,
+        "reward": reward,
+        "control": live.control,
+        "started_at": live.started_at,
+        "duration_s": now - live.started_at if live.started_at else 0.0,
+        "arms": arms,
+        "comparisons": compare(compared, live.control, reward, alpha=alpha, tuning=tuning),
+        "srm": {"p_value": srm_p, "mismatch": srm_p is not None and srm_p < SRM_ALPHA},
+        "stopping": live.stopping.to_dict() if live.stopping else None,
+        "recommendation": live.recommendation,
+        "guardrails": [vars(check) for check in live.guardrail_checks],
+        "ramp": _ramp(live),
+        "timeline": [dict(row) for row in timeline],
+        "audit": [_audit_entry(entry) for entry in audit],
+        "drift": drift,
+        "mlflow_run_id": live.mlflow_run_id,
+    }
+
+
+def _ramp(live: LiveExperiment) -> dict[str, Any] | None:
+    ramp = live.config.ramp
+    if ramp is None:
+        return None
+    percent = 100.0 * float(
+        next(arm.weight or 0.0 for arm in live.config.arms if arm.name == ramp.arm)
+    )
+    return {
+        "arm": ramp.arm,
+        "steps": list(ramp.steps),
+        "step": ramp_step(percent, ramp.steps),
+        "percent": percent,
+        "min_samples": ramp.min_samples,
+        "requests_in_step": live.period_counts.get(ramp.arm, ArmCounts()).pulls,
+    }
+
+
+def _audit_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    detail = entry.get("detail")
+    return {
+        "at": entry["at"],
+        "action": entry["action"],
+        "actor": entry["actor"],
+        "detail": json.loads(detail) if isinstance(detail, str) else detail,
+    }
