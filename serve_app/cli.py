@@ -42,6 +42,8 @@ __all__ = [
     "SimulationResult",
     "app",
     "data_dir_default",
+    "drift_amount",
+    "drifted_features",
     "experiment_table",
     "main",
     "parse_reward_rates",
@@ -229,6 +231,50 @@ class SimulationResult:
             self.error_samples.append(message)
 
 
+DEFAULT_DRIFT_RAMP = 1000
+"""Requests over which an injected drift grows from nothing to its full shift."""
+
+DEFAULT_DRIFT_SHIFT = 0.25
+"""Full injected shift, in feature units (digit pixels are in 0..1: a quarter of the range)."""
+
+
+def drift_amount(step: int, drift_after: int | None, ramp: int, shift: float) -> float:
+    """The shift added to every feature of request ``step`` (0-based) by gradual drift.
+
+    Nothing before ``drift_after``; from there it grows linearly, reaching ``shift`` after
+    ``ramp`` requests, and stays::
+
+        amount(i) = shift * min(1, (i - drift_after + 1) / ramp)   for i >= drift_after
+
+    ``ramp == 0`` is a sudden shift; ``drift_after=None`` turns drift off.
+
+    Example:
+        >>> [drift_amount(i, 2, 4, 1.0) for i in range(8)]
+        [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+        >>> drift_amount(5, 5, 0, 0.3), drift_amount(5, None, 0, 0.3)
+        (0.3, 0.0)
+    """
+    if drift_after is None or step < drift_after:
+        return 0.0
+    if ramp <= 0:
+        return shift
+    return shift * min(1.0, (step - drift_after + 1) / ramp)
+
+
+def drifted_features(
+    rows: np.ndarray, step: int, drift_after: int | None, ramp: int, shift: float
+) -> np.ndarray:
+    """``rows`` (one request's features) plus :func:`drift_amount` for request ``step``.
+
+    Returns a new float64 array; the input is never modified.
+
+    Example:
+        >>> drifted_features(np.zeros((1, 2)), 3, 2, 4, 1.0).tolist()
+        [[0.5, 0.5]]
+    """
+    return np.asarray(rows, dtype=np.float64) + drift_amount(step, drift_after, ramp, shift)
+
+
 async def run_simulation(
     url: str,
     *,
@@ -239,6 +285,9 @@ async def run_simulation(
     seed: int,
     show_progress: bool = True,
     feedback_delay_ms: float = 0.0,
+    drift_after: int | None = None,
+    drift_ramp: int = DEFAULT_DRIFT_RAMP,
+    drift_shift: float = DEFAULT_DRIFT_SHIFT,
 ) -> SimulationResult:
     """Send ``requests`` predictions to a running app and report a reward for each.
 
@@ -247,6 +296,11 @@ async def run_simulation(
     if the prediction equals the true label, else 0.0; for arms in ``reward_rates`` it
     is instead a Bernoulli(rate) draw. Draws are pre-sampled per request index from
     ``seed``, so a run is reproducible for a given routing regardless of concurrency.
+
+    Gradual drift (``drift_after``): from request ``drift_after`` on, every feature of the
+    row gets a shift that grows linearly from 0 to ``drift_shift`` over ``drift_ramp``
+    requests and then stays (:func:`drift_amount`), so the app's drift detection has
+    something to find. Rewards still use the row's true label.
 
     HTTP failures are counted, never raised. If the first ``min(requests, 20)``
     predictions all fail, the run stops early and ``aborted`` says why.
@@ -261,6 +315,9 @@ async def run_simulation(
         show_progress: Draw a rich progress bar on the console.
         feedback_delay_ms: Wait this long after a prediction before sending feedback
             (the wait does not hold a concurrency slot, like real delayed outcomes).
+        drift_after: Request index where injected drift starts; None for no drift.
+        drift_ramp: Requests over which the drift grows to its full size (0: at once).
+        drift_shift: Full shift added to every feature.
 
     Returns:
         The client tally, error counts, elapsed time and the server's final view.
@@ -271,6 +328,12 @@ async def run_simulation(
         raise ValueError(f"requests must be >= 1, got {requests}")
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if drift_after is not None and drift_after < 0:
+        raise ValueError(f"drift_after must be >= 0, got {drift_after}")
+    if drift_ramp < 0:
+        raise ValueError(f"drift_ramp must be >= 0, got {drift_ramp}")
+    if not math.isfinite(drift_shift):
+        raise ValueError(f"drift_shift must be finite, got {drift_shift}")
     base = _base_url(url)
     _, features, _, labels = digits_split()
     draws = np.random.default_rng(seed).random(requests)
@@ -315,7 +378,9 @@ async def run_simulation(
     async def predict(client: httpx.AsyncClient, i: int) -> tuple[str, str, Any] | None:
         """POST one row; returns (arm, decision_id, prediction) or None on failure."""
         payload: dict[str, Any] = {
-            "features": [features[i % len(features)].tolist()],
+            "features": drifted_features(
+                features[i % len(features)][None, :], i, drift_after, drift_ramp, drift_shift
+            ).tolist(),
             "unit_id": f"u{i}",
         }
         if experiment is not None:
@@ -489,6 +554,20 @@ def simulate(
     feedback_delay_ms: Annotated[
         float, typer.Option(min=0.0, help="Delay between prediction and feedback.")
     ] = 0.0,
+    drift_after: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Inject gradual drift from this request on: every feature is shifted, "
+            "growing linearly to --drift-shift over --drift-ramp requests.",
+        ),
+    ] = None,
+    drift_ramp: Annotated[
+        int, typer.Option(min=0, help="Requests over which the drift grows (0: at once).")
+    ] = DEFAULT_DRIFT_RAMP,
+    drift_shift: Annotated[
+        float, typer.Option(help="Full drift shift added to every feature (pixels are 0..1).")
+    ] = DEFAULT_DRIFT_SHIFT,
 ) -> None:
     """Drive a running app with the digits hold-out set and post rewards."""
     result = asyncio.run(
@@ -500,6 +579,9 @@ def simulate(
             reward_rates=parse_reward_rates(reward_rates),
             seed=seed,
             feedback_delay_ms=feedback_delay_ms,
+            drift_after=drift_after,
+            drift_ramp=drift_ramp,
+            drift_shift=drift_shift,
         )
     )
     if result.aborted is not None:

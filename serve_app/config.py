@@ -275,6 +275,9 @@ class ExperimentConfig(StrictModel):
         rest in proportion to their own weights (equally when they have none)."""
         if not isinstance(data, dict) or not isinstance(data.get("ramp"), dict):
             return data
+        policy = data.get("policy")
+        if not isinstance(policy, dict) or policy.get("name") != "fixed":
+            return data  # _check_lifecycle says a ramp needs a fixed split
         arms = data.get("arms")
         if not isinstance(arms, list) or not all(isinstance(arm, dict) for arm in arms):
             return data

@@ -300,7 +300,9 @@ def train_demo_models(
     If every model in :data:`DIGITS_MODELS` already has a registered version, nothing
     is trained and the latest versions are returned. Otherwise only the missing models
     are trained (all three when ``force``). Each run logs the test ``accuracy`` metric,
-    a model signature and an input example, and registers a new model version.
+    a model signature, an input example and a drift reference profile (training features
+    and the model's predictions on them, see :mod:`serve_app.drift_profiles`), and registers
+    a new model version.
 
     Args:
         tracking_uri: MLflow tracking and registry URI, e.g. ``sqlite:////abs/mlflow.db``.
@@ -358,6 +360,8 @@ def _train_sklearn(
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
+    from serve_app.drift_profiles import build_profile, log_profile
+
     x_train, x_test, y_train, y_test = data
     estimator.fit(x_train, y_train)
     predictions = np.asarray(estimator.predict(x_test), dtype=np.int64)
@@ -365,6 +369,7 @@ def _train_sklearn(
     with mlflow.start_run(experiment_id=experiment_id, run_name=name):
         mlflow.log_params({"estimator": type(estimator).__name__, **_short_params(estimator)})
         mlflow.log_metric("accuracy", accuracy)
+        log_profile(build_profile(x_train, estimator.predict(x_train)))
         info = mlflow.sklearn.log_model(
             estimator,
             name=_MODEL_NAME_IN_RUN,
@@ -406,10 +411,13 @@ def _train_torch(data: _Split, seed: int, experiment_id: str, name: str) -> tupl
     import torch
     from mlflow.models import infer_signature
 
+    from serve_app.drift_profiles import build_profile, log_profile
+
     x_train, x_test, y_train, y_test = data
     net = _train_mlp(x_train, y_train, seed)
     with torch.no_grad():
         logits = net(torch.from_numpy(x_test.astype(np.float32)))
+        train_labels = net(torch.from_numpy(x_train.astype(np.float32))).argmax(dim=1).numpy()
     predictions = logits.argmax(dim=1).numpy().astype(np.int64)
     accuracy = float(np.mean(predictions == y_test))
     with (
@@ -420,6 +428,7 @@ def _train_torch(data: _Split, seed: int, experiment_id: str, name: str) -> tupl
         torch.save(net.state_dict(), state_path)
         mlflow.log_params({"estimator": "torch-mlp", "hidden": _HIDDEN, "epochs": 30})
         mlflow.log_metric("accuracy", accuracy)
+        log_profile(build_profile(x_train, train_labels.astype(np.int64), seed=seed))
         info = mlflow.pyfunc.log_model(
             name=_MODEL_NAME_IN_RUN,
             python_model=TorchDigitsClassifier(),

@@ -59,6 +59,11 @@ SERIES: dict[str, tuple[str, tuple[str, ...], str]] = {
         ("experiment", "arm"),
         "1 when the arm breaches a configured guardrail.",
     ),
+    "bandit_arm_rolled_back": (
+        "gauge",
+        ("experiment", "arm"),
+        "1 when a guardrail breach rolled the arm back (weight 0).",
+    ),
     "bandit_experiment_srm_p_value": (
         "gauge",
         ("experiment",),
@@ -77,7 +82,7 @@ SERIES: dict[str, tuple[str, tuple[str, ...], str]] = {
         "Share of rows where the shadow predicted what the served arm predicted.",
     ),
 }
-STATUSES = ("running", "paused", "concluded")
+STATUSES = ("draft", "running", "paused", "concluded")
 
 
 def exported_names() -> set[str]:
@@ -160,6 +165,7 @@ def render(experiments: Iterable[Mapping[str, Any]]) -> bytes:
             )
             breached = experiment["guardrail_breached"].get(arm["name"], False)
             families.add("bandit_arm_guardrail_breached", labels, float(breached))
+            families.add("bandit_arm_rolled_back", labels, float(arm.get("excluded", False)))
             latency = experiment["latency"].get(arm["name"], {})
             families.add_histogram(
                 "bandit_arm_latency_seconds",

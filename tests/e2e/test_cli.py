@@ -64,3 +64,32 @@ def test_simulate_and_status_commands(app_url):
     everything = runner.invoke(cli_app, ["status", "--url", app_url])
     assert everything.exit_code == 0
     assert "revenue" in everything.output
+
+
+def test_report_command_writes_tables_plots_and_html(app_url, tmp_path):
+    asyncio.run(
+        run_simulation(
+            app_url,
+            experiment="split",
+            requests=60,
+            concurrency=4,
+            reward_rates={"logreg": 0.2, "forest": 0.9},
+            seed=1,
+            show_progress=False,
+        )
+    )
+    out = tmp_path / "report"
+    result = CliRunner().invoke(
+        cli_app, ["report", "--url", app_url, "--experiment", "split", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "forest" in result.output
+    for name in ("report.json", "report.html", "traffic_share.png", "posteriors.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "traffic_share.png").read_bytes().startswith(b"\x89PNG")
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    assert "split" in html
+    missing = CliRunner().invoke(cli_app, ["report", "--url", app_url, "--experiment", "nope"])
+    assert missing.exit_code == 1
+    assert "no report for experiment 'nope'" in missing.output

@@ -154,3 +154,56 @@ def test_scaling_modes_are_exclusive_and_autoscaling_is_checked():
 def test_config_must_be_a_mapping():
     with pytest.raises(ConfigError, match="expected a mapping"):
         parse_config(["not", "a", "mapping"])  # type: ignore[arg-type]
+
+
+def ab_with(**extra: Any) -> dict[str, Any]:
+    args = local_args()
+    args["experiments"][1].update(extra)
+    return args
+
+
+def test_lifecycle_sections_parse():
+    args = ab_with(
+        draft=True,
+        stopping={"rule": "sequential", "alpha": 0.01, "max_duration_s": 86400},
+        guardrails={
+            "max_p95_latency_ratio": 1.5,
+            "metrics": [{"name": "refund", "direction": "increase", "max_relative_change": 0.05}],
+        },
+        promotion={"registry_alias": "champion"},
+    )
+    experiment = parse_config(args).experiment("digits-ab")
+    assert experiment.draft
+    assert experiment.stopping is not None
+    assert experiment.stopping.rule == "sequential"
+    assert experiment.guardrails.metrics[0].name == "refund"
+    assert experiment.promotion.registry_alias == "champion"
+
+
+def test_ramp_needs_a_fixed_split_and_a_challenger_arm():
+    args = local_args()
+    args["experiments"][0]["ramp"] = {"arm": "forest"}
+    assert "experiments[0]: ramp needs policy 'fixed', not 'thompson'" in error_of(args)
+    assert "ramp.arm 'nope' is not one of the arms" in error_of(ab_with(ramp={"arm": "nope"}))
+    assert "is the default (control) arm" in error_of(ab_with(ramp={"arm": "logreg"}))
+    message = error_of(ab_with(ramp={"arm": "forest", "steps": [50, 25]}))
+    assert "experiments[1].ramp: ramp steps must increase within (0, 100], got [50.0, 25.0]" in (
+        message
+    )
+
+
+def test_ramp_sets_the_first_step_when_no_weights_are_given():
+    args = local_args()
+    for arm in args["experiments"][1]["arms"]:
+        del arm["weight"]
+    args["experiments"][1]["ramp"] = {"arm": "forest", "steps": [10, 100]}
+    arms = parse_config(args).experiment("digits-ab").arms
+    assert [(arm.name, arm.weight) for arm in arms] == [("logreg", 0.9), ("forest", 0.1)]
+
+
+def test_stopping_and_guardrail_values_are_checked():
+    message = error_of(ab_with(stopping={"prob_best": 0.4, "rule": "frequentist"}))
+    assert "experiments[1].stopping.rule" in message
+    assert "experiments[1].stopping.prob_best: Input should be greater than 0.5" in message
+    message = error_of(ab_with(guardrails={"metrics": [{"name": "x", "direction": "up"}]}))
+    assert "experiments[1].guardrails.metrics[0].direction" in message
