@@ -51,3 +51,11 @@ clean:
 .PHONY: manifests
 manifests: install
 	$(BIN)/python scripts/render_manifests.py
+
+# Benchmarks (bench/): router overhead, state sync, regret, Chapelle & Li; writes bench/results/.
+.PHONY: bench bench-quick
+bench: install
+	$(BIN)/python -m bench
+
+bench-quick: install
+	$(BIN)/python -m bench --quick
