@@ -217,6 +217,36 @@ class RampConfig(StrictModel):
         return self
 
 
+class DriftConfig(StrictModel):
+    """Input and prediction drift of an experiment (see :mod:`bandits.drift`).
+
+    Routers send a uniform sample of at most ``sample_per_sync`` rows (with each arm's
+    predictions) with every state sync; the state keeps the last ``window`` of them and tests
+    them every ``evaluate_interval_s`` against the reference: the profile stored with the
+    default arm's model (and each arm's own for its predictions), or, for a model without one,
+    a profile taken from the first ``warmup_rows`` live rows. A column drifts when its
+    Holm-adjusted p-value (KS, or chi-square for a categorical column) is at most ``alpha``
+    AND its PSI reaches ``psi``, with at least ``min_samples`` live values.
+    """
+
+    window: int = Field(1000, ge=50, le=100_000, description="live rows kept")
+    sample_per_sync: int = Field(64, ge=1, le=10_000)
+    alpha: float = Field(0.01, gt=0.0, lt=1.0, description="family-wise false alarm level")
+    psi: float = Field(0.2, ge=0.0, description="effect-size gate (population stability)")
+    min_samples: int = Field(200, ge=10)
+    correction: Literal["holm", "bonferroni", "bh", "none"] = "holm"
+    warmup_rows: int = Field(1000, ge=50, description="reference from live rows when no profile")
+    evaluate_interval_s: float = Field(10.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _window_holds_the_sample(self) -> DriftConfig:
+        if self.min_samples > self.window:
+            raise ValueError(
+                f"min_samples ({self.min_samples}) cannot exceed window ({self.window})"
+            )
+        return self
+
+
 class PromotionConfig(StrictModel):
     """What a conclusion records: an MLflow run (config, per-arm results, the report) and,
     optionally, a registry alias moved to the winning model version."""
@@ -267,6 +297,7 @@ class ExperimentConfig(StrictModel):
     stopping: StoppingConfig | None = None
     ramp: RampConfig | None = None
     promotion: PromotionConfig = PromotionConfig()
+    drift: DriftConfig | None = Field(None, description="track input and prediction drift")
 
     @model_validator(mode="before")
     @classmethod

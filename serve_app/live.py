@@ -15,6 +15,7 @@ from bandits import ArmStats, Policy, prob_best
 from bandits.stats import srm_test
 from serve_app.analysis import GuardrailCheck, StoppingDecision, quantile_ms
 from serve_app.config import ExperimentConfig
+from serve_app.drift import ExperimentDrift
 from serve_app.store import ArmCounts, ShadowCounts
 
 PROB_BEST_DRAWS = 10_000
@@ -46,6 +47,7 @@ class LiveExperiment:
     recommendation: dict[str, Any] | None = None
     stopping: StoppingDecision | None = None
     guardrail_checks: list[GuardrailCheck] = field(default_factory=list)
+    drift: ExperimentDrift | None = None
     _prob_best_key: tuple[Any, ...] | None = None
     _prob_best: dict[str, float] = field(default_factory=dict)
 
@@ -201,6 +203,7 @@ class LiveExperiment:
             "stopping": self.stopping.to_dict() if self.stopping else None,
             "recommendation": self.recommendation,
             "mlflow_run_id": self.mlflow_run_id,
+            "drift": self.drift.summary() if self.drift else None,
             "arms": arms,
             "shadows": shadows,
         }

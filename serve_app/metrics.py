@@ -74,6 +74,21 @@ SERIES: dict[str, tuple[str, tuple[str, ...], str]] = {
         ("experiment", "status"),
         "1 for the experiment's current status.",
     ),
+    "bandit_experiment_drift_alert": (
+        "gauge",
+        ("experiment",),
+        "1 when input or prediction drift is detected (experiments with drift tracking).",
+    ),
+    "bandit_feature_drift_psi": (
+        "gauge",
+        ("experiment", "feature"),
+        "Population stability index of the feature's live window against its reference.",
+    ),
+    "bandit_arm_prediction_drift_psi": (
+        "gauge",
+        ("experiment", "arm"),
+        "Population stability index of the arm's live predictions against its reference.",
+    ),
     "bandit_shadow_requests": ("counter", ("experiment", "shadow"), "Mirrored calls."),
     "bandit_shadow_errors": ("counter", ("experiment", "shadow"), "Failed mirrored calls."),
     "bandit_shadow_agreement": (
@@ -179,6 +194,13 @@ def render(experiments: Iterable[Mapping[str, Any]]) -> bytes:
             families.add(
                 "bandit_experiment_status", (name, status), float(experiment["status"] == status)
             )
+        drift = experiment.get("drift")
+        if drift is not None:
+            families.add("bandit_experiment_drift_alert", (name,), float(drift["alert"]))
+            for feature, value in experiment.get("drift_features", {}).items():
+                families.add("bandit_feature_drift_psi", (name, feature), value)
+            for arm_name, value in experiment.get("drift_arms", {}).items():
+                families.add("bandit_arm_prediction_drift_psi", (name, arm_name), value)
         for shadow in experiment["shadows"]:
             labels = (name, shadow["name"])
             families.add("bandit_shadow_requests", labels, shadow["requests"])

@@ -28,6 +28,7 @@ from ray import serve
 from ray.serve import metrics as ray_metrics
 from ray.serve.handle import DeploymentHandle
 
+from bandits.drift import RowSampler
 from serve_app.auth import check_bearer
 from serve_app.config import AppConfig, ExperimentConfig
 from serve_app.counters import CountBuffer
@@ -107,6 +108,7 @@ class Router:
         self._feedback_queue: list[tuple[FeedbackRecord, asyncio.Future[bool]]] = []
         self._feedback_task: asyncio.Task[None] | None = None
         self._mirrors: set[asyncio.Task[None]] = set()
+        self._samplers: dict[str, RowSampler] = {}
         self._assignments: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         # Ray Serve's own metrics, exported by Ray on every node (the `ray_` prefix there)
         self._ray_requests = ray_metrics.Counter(
@@ -191,6 +193,7 @@ class Router:
             time.perf_counter() - started,
         )
         self._mirror(routed, features, predictions)
+        self._sample_for_drift(routed, arm, features, predictions)
         token = DecisionToken.issue(name, routed.revision, arm, route.propensity, learned=learned)
         return PredictResponse(
             predictions=predictions,
@@ -201,6 +204,25 @@ class Router:
             fallback=arm != route.arm,
             forced=route.forced,
         )
+
+    def _sample_for_drift(
+        self, routed: RoutedExperiment, arm: str, features: Any, predictions: Any
+    ) -> None:
+        """Offer the rows to the experiment's drift sample (sent with the next sync).
+
+        Sampling never fails a prediction: predictions that are not one scalar per row (or
+        anything else unexpected) leave the request out of the sample."""
+        settings = routed.config.drift
+        if settings is None or len(features) == 0:
+            return
+        name = routed.config.name
+        sampler = self._samplers.get(name)
+        if sampler is None or sampler.capacity != settings.sample_per_sync:
+            sampler = self._samplers[name] = RowSampler(len(features[0]), settings.sample_per_sync)
+        try:
+            sampler.offer(arm, features, predictions)
+        except Exception as error:
+            logger.debug("drift sample of %s skipped: %r", name, error)
 
     def _observe(self, experiment: str, arm: str, outcome: str, seconds: float) -> None:
         """Record one model call: the synced histogram and Ray Serve's per-replica metrics."""
@@ -358,10 +380,14 @@ class Router:
     async def _sync_once(self) -> None:
         counts = self._counts.take()
         revisions = {name: routed.revision for name, routed in self.experiments.items()}
+        samples = {name: sampler.drain() for name, sampler in self._samplers.items()}
+        samples = {name: batches for name, batches in samples.items() if batches}
         try:
             snapshot = await asyncio.wait_for(
                 _resolve(
-                    self._state.sync.remote(counts, revisions, self.router_id, self._circuits())
+                    self._state.sync.remote(
+                        counts, revisions, self.router_id, self._circuits(), samples or None
+                    )
                 ),
                 timeout=self.limits.feedback_commit_timeout_s,
             )
@@ -633,6 +659,21 @@ class Router:
         if name not in self.experiments:
             raise self._unknown(name)
         return await self._state.report.remote(name)
+
+    @app.get("/experiments/{name}/drift", responses=ERRORS)
+    async def drift(self, name: str, request: Request) -> Any:
+        """Input and prediction drift: per-feature and per-arm scores (KS or chi-square with
+        Holm-adjusted p-values, PSI), the alert flag and why; 404 when not tracked."""
+        self._authorize_data(request)
+        if name not in self.experiments:
+            raise self._unknown(name)
+        drift = await self._state.drift.remote(name)
+        if drift is None:
+            raise NotFound(
+                f"experiment {name!r} does not track drift; add a 'drift' section to its config",
+                field="name",
+            )
+        return drift
 
     @app.get("/experiments/{name}/audit", response_model=list[AuditEntry], responses=ERRORS)
     async def audit(self, name: str, request: Request) -> Any:

@@ -127,6 +127,11 @@ class ExperimentSummary(BaseModel):
         None, description="stopping action 'recommend': the standing winner and why"
     )
     mlflow_run_id: str | None = Field(None, description="MLflow run recording the conclusion")
+    drift: dict[str, Any] | None = Field(
+        None,
+        description="drift tracking: alert, max_psi, drifted_features, drifted_arms, rows, "
+        "reference (model or warmup); details at GET /experiments/{name}/drift",
+    )
     arms: list[ArmSummary]
     shadows: list[ShadowSummary]
 

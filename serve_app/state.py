@@ -35,12 +35,14 @@ from pydantic import ValidationError
 from ray import serve
 
 from bandits import ArmStats, Policy, make_policy
+from bandits.drift import ReferenceProfile, SampledBatch
 from serve_app.config import (
     SECRET_ENV,
     AppConfig,
     ExperimentConfig,
     describe_validation_error,
 )
+from serve_app.drift import ExperimentDrift
 from serve_app.lifecycle import ACTOR, Action, Judgement, judge
 from serve_app.live import LiveExperiment
 from serve_app.metrics import render
@@ -89,6 +91,9 @@ class ExperimentState:
         for experiment in self.config.experiments:
             for model in [*experiment.arms, *experiment.shadows]:
                 self._deployed.setdefault(model.model_uri, experiment.n_features)
+        self._profiles: dict[str, ReferenceProfile | None] = {}
+        for live in self.experiments.values():
+            self._track_drift(live)
         self._timeline_keys: dict[str, tuple[Any, ...]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._loops = [
@@ -139,6 +144,46 @@ class ExperimentState:
         )
         return live
 
+    def _track_drift(self, live: LiveExperiment) -> None:
+        """Set up (or drop) drift tracking as the experiment's config says."""
+        settings = live.config.drift
+        if settings is None:
+            live.drift = None
+            return
+        if live.drift is not None and live.drift.config == settings:
+            return
+        from serve_app.drift_profiles import load_profile
+
+        references = {}
+        for arm in live.config.arms:
+            if arm.model_uri not in self._profiles:
+                self._profiles[arm.model_uri] = load_profile(
+                    arm.model_uri, self.config.mlflow_tracking_uri
+                )
+            references[arm.name] = self._profiles[arm.model_uri]
+        live.drift = ExperimentDrift.create(
+            settings, live.control, references, self.store.drift_references(live.config.name)
+        )
+        logger.info(
+            "experiment %s: drift reference %s", live.config.name, live.drift.reference_source
+        )
+
+    async def _drift_step(self, live: LiveExperiment, now: float) -> None:
+        """Warm up missing references and re-test the windows when due."""
+        drift = live.drift
+        if drift is None or not drift.due(now):
+            return
+        name = live.config.name
+
+        def save(arm: str, profile: str) -> None:
+            self.store.save_drift_reference(name, arm, profile)
+
+        await asyncio.to_thread(drift.warm_up, save)
+        before = drift.report.alert if drift.report else False
+        report = await asyncio.to_thread(drift.evaluate, now)
+        if report is not None and report.alert != before:
+            logger.warning("experiment %s drift alert %s: %s", name, report.alert, report.reasons)
+
     @staticmethod
     def _policy(config: ExperimentConfig, revision: int) -> Policy:
         return make_policy(
@@ -164,6 +209,7 @@ class ExperimentState:
         revisions: Mapping[str, int] | None = None,
         router_id: str | None = None,
         circuits: Mapping[str, Mapping[str, str]] | None = None,
+        samples: Mapping[str, Mapping[str, SampledBatch]] | None = None,
     ) -> dict[str, Any]:
         """Merge a router's buffered counts and return the merged snapshot.
 
@@ -174,7 +220,13 @@ class ExperimentState:
             revisions: the revision the router routes each experiment on.
             router_id: the calling router replica.
             circuits: its circuit state per experiment and arm (for the metrics).
+            samples: per experiment with drift tracking, a sample of the rows it routed and
+                each arm's predictions for them (:class:`bandits.drift.RowSampler`).
         """
+        for name, batches in (samples or {}).items():
+            live = self.experiments.get(name)
+            if live is not None and live.drift is not None:
+                live.drift.add(batches)
         if router_id is not None and circuits is not None:
             self._circuits[router_id] = (time.monotonic(), circuits)
         arm_batch: dict[tuple[str, int, str], ArmCounts] = {}
@@ -342,6 +394,7 @@ class ExperimentState:
             if not created:
                 raise ControlError(f"experiment name {name!r} was used before; pick another")
             self.experiments[name] = self._restore(name)
+        await asyncio.to_thread(self._track_drift, self.experiments[name])
         logger.info("experiment %s created by %s", name, actor)
         return self.experiments[name].summary()
 
@@ -487,6 +540,7 @@ class ExperimentState:
             for name in list(self.experiments):
                 try:
                     await self.evaluate(name)
+                    await self._drift_step(self.experiments[name], time.time())
                 except Exception:  # one experiment's failure must not stop the others
                     logger.exception("lifecycle evaluation of %s failed", name)
 
@@ -646,7 +700,13 @@ class ExperimentState:
                 self.store.period_stats(name),
             )
         )
-        return await asyncio.to_thread(build_report, live, timeline, audit, periods)
+        drift = live.drift.full() if live.drift else None
+        return await asyncio.to_thread(build_report, live, timeline, audit, periods, drift)
+
+    async def drift(self, name: str) -> dict[str, Any] | None:
+        """Per-feature and per-arm drift scores and the alert flag (None: not tracked)."""
+        live = self._live(name)
+        return live.drift.full() if live.drift else None
 
     # ---------------------------------------------------------------- read side
 
@@ -683,6 +743,8 @@ class ExperimentState:
                     "guardrail_breached": {
                         arm["name"]: arm["guardrail_breached"] for arm in summary["arms"]
                     },
+                    "drift_features": live.drift.psi_by_feature() if live.drift else {},
+                    "drift_arms": live.drift.psi_by_arm() if live.drift else {},
                 }
             )
         return render(rendered)

@@ -170,6 +170,17 @@ timeline_table = sa.Table(
     sa.Column("weight", sa.Float, nullable=False),
 )
 
+# Drift references taken from live traffic for models stored without a profile
+# (arm "" holds the feature profile of the experiment).
+drift_references_table = sa.Table(
+    "drift_references",
+    metadata,
+    sa.Column("experiment", sa.String(64), primary_key=True),
+    sa.Column("arm", sa.String(64), primary_key=True),
+    sa.Column("profile", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
 audit_table = sa.Table(
     "audit_log",
     metadata,
@@ -825,6 +836,22 @@ class ExperimentStore:
         )
         with self.engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
+
+    def save_drift_reference(self, experiment: str, arm: str, profile: str) -> None:
+        """Keep a reference profile taken from live traffic (the first one stays)."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                self._insert(drift_references_table)
+                .values(experiment=experiment, arm=arm, profile=profile, created_at=time.time())
+                .on_conflict_do_nothing(index_elements=["experiment", "arm"])
+            )
+
+    def drift_references(self, experiment: str) -> dict[str, str]:
+        """Arm ("" for the features) -> stored reference profile JSON."""
+        columns = drift_references_table.c
+        query = sa.select(columns.arm, columns.profile).where(columns.experiment == experiment)
+        with self.engine.connect() as connection:
+            return {row.arm: row.profile for row in connection.execute(query)}
 
     def rewards(self, experiment: str) -> list[dict[str, Any]]:
         """All stored feedback of an experiment (for audits, tests and reports)."""

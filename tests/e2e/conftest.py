@@ -165,6 +165,17 @@ def lifecycle_experiments(uris: dict[str, str]) -> list[dict[str, Any]]:
             "guardrails": {"max_error_rate": 0.5, "min_requests": 5},
         },
         fixed("drafted", {"logreg": 0.5, "forest": 0.5}, uris, draft=True),
+        fixed(
+            "drifty",
+            {"logreg": 0.5, "forest": 0.5},
+            uris,
+            drift={
+                "window": 300,
+                "min_samples": 150,
+                "sample_per_sync": 1000,
+                "evaluate_interval_s": 0.3,
+            },
+        ),
     ]
 
 

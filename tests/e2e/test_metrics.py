@@ -33,7 +33,7 @@ def value(samples, name: str, **labels) -> float:
 
 
 def test_metrics_carry_every_documented_series(client):
-    for experiment in ("split", "revenue", "ts"):
+    for experiment in ("split", "revenue", "ts", "drifty"):
         for _ in range(10):
             body = {"features": ROW, "experiment": experiment}
             assert client.post("/predict", json=body).status_code == 200

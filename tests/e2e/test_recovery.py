@@ -146,6 +146,12 @@ def _nonce(decision_id: str) -> str:
     return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["n"]
 
 
+def without_drift(listing: dict) -> dict:
+    """Experiments without their drift windows, which live in memory by design (refilled
+    by new traffic after a restart; see serve_app/drift.py)."""
+    return {"experiments": [{**e, "drift": None} for e in listing["experiments"]]}
+
+
 def test_restarting_the_app_restores_every_experiment(app_url, app_args):
     from ray import serve
 
@@ -163,7 +169,7 @@ def test_restarting_the_app_restores_every_experiment(app_url, app_args):
     deploy(app_args, app_url)
     with httpx.Client(base_url=app_url, timeout=30) as client:
         after = client.get("/experiments").json()
-        assert after == before
+        assert without_drift(after) == without_drift(before)
         replay = client.post("/feedback", json={"decision_id": used["decision_id"], "reward": 1})
         assert replay.status_code == 409  # exactly once, across the restart
         late = client.post("/feedback", json={"decision_id": unused["decision_id"], "reward": 0})

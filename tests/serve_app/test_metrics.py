@@ -42,6 +42,9 @@ def experiment(**overrides):
         "circuit_open": {"b": 2},
         "guardrail_breached": {"a": True},
         "srm_p_value": 0.25,
+        "drift": {"alert": True},
+        "drift_features": {"f0": 0.31, "f1": 0.02},
+        "drift_arms": {"a": 0.05},
     }
     summary.update(overrides)
     return summary
@@ -104,3 +107,12 @@ def test_latency_bucket_bounds():
     assert latency_bucket(LATENCY_BUCKETS[0] * 1.01) == 1
     assert latency_bucket(math.inf) == len(LATENCY_BUCKETS)
     assert set(SERIES) == {name.split("{")[0] for name in SERIES}
+
+
+def test_drift_series_carry_the_alert_and_each_psi():
+    samples = parse(render([experiment()]))
+    assert value(samples, "bandit_experiment_drift_alert", experiment="exp") == 1.0
+    assert value(samples, "bandit_feature_drift_psi", experiment="exp", feature="f0") == 0.31
+    assert value(samples, "bandit_arm_prediction_drift_psi", experiment="exp", arm="a") == 0.05
+    untracked = parse(render([experiment(drift=None, drift_features={}, drift_arms={})]))
+    assert "bandit_experiment_drift_alert" not in untracked
