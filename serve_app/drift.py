@@ -89,10 +89,13 @@ class ExperimentDrift:
         if self.windows is not None:
             self.windows.add_batch(batches)
 
-    def warm_up(self, save: Callable[[str, str], None]) -> None:
+    def warm_up(
+        self, save: Callable[[str, str], None], windows: DriftWindows | None = None
+    ) -> None:
         """Take references from live traffic for what has no model profile, once the
-        windows have seen ``warmup_rows`` rows; ``save(arm, json)`` keeps them."""
-        windows = self.windows
+        windows (default: the live ones) have seen ``warmup_rows`` rows; ``save(arm, json)``
+        keeps them."""
+        windows = windows or self.windows
         if windows is None:
             return
         need = self.config.warmup_rows
@@ -118,23 +121,26 @@ class ExperimentDrift:
     def due(self, now: float) -> bool:
         return now - self.evaluated_at >= self.config.evaluate_interval_s
 
-    def evaluate(self, now: float | None = None) -> DriftReport | None:
-        """Test the windows against the references (None until a feature reference and a
-        window exist)."""
+    def evaluate(
+        self, now: float | None = None, windows: DriftWindows | None = None
+    ) -> DriftReport | None:
+        """Test the windows (default: the live ones; the state passes a copy) against the
+        references (None until a feature reference and a window exist)."""
         self.evaluated_at = now or time.time()
-        if self.windows is None or self.features_reference is None:
+        windows = windows or self.windows
+        if windows is None or self.features_reference is None:
             return self.report
-        if self.features_reference.n_features != self.windows.n_features:
+        if self.features_reference.n_features != windows.n_features:
             logger.warning(
                 "drift: reference has %d features, traffic %d: not tested",
                 self.features_reference.n_features,
-                self.windows.n_features,
+                windows.n_features,
             )
             return self.report
-        arm_references = {arm: self._arm_reference(arm) for arm in self.windows.predictions}
+        arm_references = {arm: self._arm_reference(arm) for arm in windows.predictions}
         self.report = detect_drift(
             self.features_reference,
-            self.windows,
+            windows,
             self.thresholds,
             arm_references=arm_references,
         )

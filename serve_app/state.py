@@ -24,6 +24,7 @@ loop keeps answering syncs while SQLite or PostgreSQL commits.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import os
@@ -178,9 +179,11 @@ class ExperimentState:
         def save(arm: str, profile: str) -> None:
             self.store.save_drift_reference(name, arm, profile)
 
-        await asyncio.to_thread(drift.warm_up, save)
+        # the windows keep changing with every sync on this loop: test a copy in a thread
+        windows = copy.deepcopy(drift.windows)
+        await asyncio.to_thread(drift.warm_up, save, windows)
         before = drift.report.alert if drift.report else False
-        report = await asyncio.to_thread(drift.evaluate, now)
+        report = await asyncio.to_thread(drift.evaluate, now, windows)
         if report is not None and report.alert != before:
             logger.warning("experiment %s drift alert %s: %s", name, report.alert, report.reasons)
 
@@ -563,7 +566,9 @@ class ExperimentState:
     @staticmethod
     async def _judge(live: LiveExperiment, now: float | None = None) -> Judgement:
         """The lifecycle's current view (cached on ``live`` for summaries and metrics)."""
-        judgement = await asyncio.to_thread(judge, live, now or time.time())
+        # on the loop, not in a thread: the judgement reads counts that syncs change (a few
+        # ms: one seeded Monte Carlo P(best) and closed-form tests)
+        judgement = judge(live, now or time.time())
         live.guardrail_checks = judgement.guardrails
         live.stopping = judgement.stopping
         return judgement
@@ -701,7 +706,7 @@ class ExperimentState:
             )
         )
         drift = live.drift.full() if live.drift else None
-        return await asyncio.to_thread(build_report, live, timeline, audit, periods, drift)
+        return build_report(live, timeline, audit, periods, drift)  # reads live: on the loop
 
     async def drift(self, name: str) -> dict[str, Any] | None:
         """Per-feature and per-arm drift scores and the alert flag (None: not tracked)."""
