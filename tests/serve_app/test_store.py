@@ -219,3 +219,45 @@ def test_assignments_keep_the_first_arm(store):
     assert store.assign("exp", "unit-1", "a", 0.5, 1) == ("a", 0.5)
     assert store.assign("exp", "unit-1", "b", 0.9, 2) == ("a", 0.5)
     assert store.assign("exp", "unit-2", "b", 0.25, 2) == ("b", 0.25)
+
+
+def test_feedback_metrics_are_summed_exactly_once_per_arm(store):
+    first = FeedbackRecord("k1", "exp", 1, "a", 1.0, 0.5, 100.0, True, {"refund": 2.0})
+    again = FeedbackRecord("k1", "exp", 1, "a", 1.0, 0.5, 100.0, True, {"refund": 2.0})
+    other = FeedbackRecord("k2", "exp", 2, "a", 0.0, 0.5, 100.0, True, {"refund": 3.0, "x": 1})
+    fallback = FeedbackRecord("k3", "exp", 2, "b", 0.0, 1.0, 100.0, False, {"refund": 9.0})
+    assert store.record({}, [first]) == [True]
+    assert store.record({}, [again, other, fallback]) == [False, True, True]
+    metrics = store.load_metrics("exp")
+    assert metrics == {"a": {"refund": ArmStats(0, 2, 5.0, 13.0), "x": ArmStats(0, 1, 1.0, 1.0)}}
+
+
+def test_lifecycle_row_defaults_updates_and_audits_in_one_go(store):
+    store.ensure_experiment("exp", {"draft": True}, actor="test")
+    assert store.experiment_row("exp")["status"] == "draft"
+    assert store.lifecycle("exp")["excluded"] == {}
+    store.set_lifecycle("exp", started_at=5.0, period_started_at=5.0)
+    store.set_lifecycle(
+        "exp",
+        excluded={"b": "error rate"},
+        audit=("guardrail_rollback", {"arm": "b"}, "lifecycle"),
+    )
+    row = store.lifecycle("exp")
+    assert (row["started_at"], row["excluded"]) == (5.0, {"b": "error rate"})
+    assert store.audit_log("exp")[-1]["action"] == "guardrail_rollback"
+
+
+def test_period_counts_timeline_and_drift_references(store):
+    store.record({("exp", 1, "a"): ArmCounts(pulls=3), ("exp", 2, "a"): ArmCounts(pulls=4)}, [])
+    assert store.load_period("exp", 2) == {"a": ArmCounts(pulls=4)}
+    assert [period["a"].pulls for period in store.period_stats("exp")] == [3, 4]
+    rows = [
+        {"experiment": "exp", "at": at, "arm": "a", "pulls": at, "feedback": 0,
+         "reward_sum": 0.0, "weight": 1.0}
+        for at in (2.0, 1.0)
+    ]  # fmt: skip
+    store.add_timeline(rows)
+    assert [row["at"] for row in store.timeline("exp")] == [1.0, 2.0]
+    store.save_drift_reference("exp", "", "{first}")
+    store.save_drift_reference("exp", "", "{second}")
+    assert store.drift_references("exp") == {"": "{first}"}
