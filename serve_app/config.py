@@ -458,7 +458,9 @@ class RouterConfig(StrictModel):
     access_log: bool = Field(False, description="Serve's per-request log line on the router")
     feedback_commit_timeout_s: float = Field(10.0, gt=0.0, description="503 after this")
     mirror_max_in_flight: int = Field(32, ge=1, description="shadow calls beyond are dropped")
-    replica_check_interval_s: float = Field(2.0, gt=0.0)
+    replica_check_interval_s: float = Field(
+        2.0, gt=0.0, description="the state polls Serve for arms without a running replica"
+    )
     circuit: CircuitConfig = CircuitConfig()
     deployment: DeploymentOptions = DeploymentOptions(
         num_replicas=1, max_ongoing_requests=256, ray_actor_options=ActorOptions(num_cpus=0.25)

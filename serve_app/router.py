@@ -59,6 +59,7 @@ from serve_app.schemas import (
     UpdateRequest,
     WeightsRequest,
 )
+from serve_app.state import REPLICAS_KEY
 from serve_app.store import FeedbackRecord
 
 logger = logging.getLogger("ray.serve")
@@ -99,7 +100,9 @@ class Router:
             for shadow in experiment.shadows:
                 self._models.setdefault(shadow.model_uri, shadows[experiment.name][shadow.name])
         self.experiments: dict[str, RoutedExperiment] = {}
-        self._add_experiments(registration["snapshot"])
+        snapshot = registration["snapshot"]
+        running = snapshot.pop(REPLICAS_KEY, None)
+        self._add_experiments(snapshot)
         self._default_experiment = self.config.experiments[0].name
         self._counts = CountBuffer()
         self._sync_wanted = asyncio.Event()
@@ -129,10 +132,8 @@ class Router:
             tag_keys=("experiment", "arm"),
         )
         loop = asyncio.get_running_loop()
-        self._background = [
-            loop.create_task(self._sync_forever()),
-            loop.create_task(self._watch_replicas()),
-        ]
+        self._background = [loop.create_task(self._sync_forever())]
+        self._mark_unavailable(running)
 
     def _add_experiments(self, snapshot: dict[str, Any]) -> None:
         """Start routing experiments this replica does not know yet (created at runtime)."""
@@ -399,6 +400,7 @@ class Router:
             return
         self._sync_failures = 0
         self._last_sync = time.monotonic()
+        self._mark_unavailable(snapshot.pop(REPLICAS_KEY, None))
         for name, routed in self.experiments.items():
             if name in snapshot:
                 routed.apply(snapshot[name])
@@ -410,21 +412,18 @@ class Router:
             for name, routed in self.experiments.items()
         }
 
-    async def _watch_replicas(self) -> None:
-        """Hold an arm's circuit open while its deployment has no running replica."""
-        while True:
-            await asyncio.sleep(self.limits.replica_check_interval_s)
-            try:
-                status = await asyncio.to_thread(serve.status)
-            except Exception as error:  # the controller is restarting: try again later
-                logger.warning("replica check failed (serve.status()): %r", error)
-                continue
-            for routed in self.experiments.values():
-                for arm, handle in routed.handles.items():
-                    application = status.applications.get(handle.app_name)
-                    deployment = application and application.deployments.get(handle.deployment_name)
-                    running = deployment.replica_states.get("RUNNING", 0) if deployment else 1
-                    routed.breakers[arm].unavailable = running == 0
+    def _mark_unavailable(self, running: dict[str, int] | None) -> None:
+        """Hold an arm's circuit open while its deployment has no running replica.
+
+        The state deployment polls ``serve.status()`` (every ``replica_check_interval_s``) and
+        sends the running replicas per deployment with every sync: one poll for all routers,
+        never in a router's event loop (polling there stalled requests for up to 150 ms)."""
+        if running is None:
+            return
+        for routed in self.experiments.values():
+            for arm, handle in routed.handles.items():
+                count = running.get(handle.deployment_name)
+                routed.breakers[arm].unavailable = count == 0
 
     async def __del__(self) -> None:
         """On graceful shutdown, flush the last counts."""

@@ -52,6 +52,10 @@ from serve_app.store import ArmCounts, ExperimentStore, FeedbackRecord, ShadowCo
 
 logger = logging.getLogger("ray.serve")
 
+# The snapshot's entry with running replicas per deployment of this app (never an experiment
+# name: those start with a letter or digit).
+REPLICAS_KEY = "_replicas"
+
 
 class ControlError(ValueError):
     """A control request that cannot apply to the experiment as it is (HTTP 409/422)."""
@@ -97,9 +101,11 @@ class ExperimentState:
             self._track_drift(live)
         self._timeline_keys: dict[str, tuple[Any, ...]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._running: dict[str, int] = {}
         self._loops = [
             asyncio.create_task(self._lifecycle_forever()),
             asyncio.create_task(self._timeline_forever()),
+            asyncio.create_task(self._watch_replicas()),
         ]
         for name, live in self.experiments.items():
             if live.status == "concluded" and live.mlflow_run_id is None:
@@ -194,12 +200,33 @@ class ExperimentState:
         )
 
     def snapshot(self, revisions: Mapping[str, int] | None = None) -> dict[str, Any]:
-        """Every experiment's merged stats; its config too where the caller's revision is old."""
+        """Every experiment's merged stats; its config too where the caller's revision is old;
+        and under :data:`REPLICAS_KEY` the running replicas per deployment of this app."""
         known = revisions or {}
-        return {
+        snapshot: dict[str, Any] = {
             name: live.snapshot(with_config=known.get(name) != live.revision)
             for name, live in self.experiments.items()
         }
+        snapshot[REPLICAS_KEY] = dict(self._running)
+        return snapshot
+
+    async def _watch_replicas(self) -> None:
+        """Poll Serve for running replicas per deployment of this app (routers get them with
+        their next sync and hold the circuits of arms without one open)."""
+        app_name = serve.get_replica_context().app_name
+        while True:
+            await asyncio.sleep(self.config.router.replica_check_interval_s)
+            try:
+                status = await asyncio.to_thread(serve.status)
+            except Exception as error:  # the controller is restarting: try again later
+                logger.warning("replica check failed (serve.status()): %r", error)
+                continue
+            application = status.applications.get(app_name)
+            if application is not None:
+                self._running = {
+                    name: deployment.replica_states.get("RUNNING", 0)
+                    for name, deployment in application.deployments.items()
+                }
 
     async def register(self, router_id: str) -> dict[str, Any]:
         """A router's first call: the signing secret and the current snapshot."""
