@@ -111,6 +111,10 @@ def compare(
     """
     base = metric_stats(arms[control], reward)
     challengers = [arm for arm in arms if arm != control]
+    sequential = {
+        row["arm"]: row["sequential"]
+        for row in _sequential_rows(arms, control, reward, alpha, tuning)
+    }
     rows: list[dict[str, Any]] = []
     for arm in challengers:
         treatment = metric_stats(arms[arm], reward)
@@ -118,7 +122,6 @@ def compare(
         if _usable(base) and _usable(treatment):
             welch = welch_ttest(base, treatment, alpha=alpha)
             bayes = bayesian_effect(base, treatment, alpha=alpha)
-            seq = sequential_test(base, treatment, alpha=alpha, tuning=tuning)
             row["frequentist"] = {
                 "estimate": welch.estimate,
                 "se": welch.se,
@@ -131,13 +134,7 @@ def compare(
                 "ci": list(bayes.ci),
                 "risk": list(bayes.risk),
             }
-            seq_alpha = alpha / max(1, len(challengers))
-            row["sequential"] = {
-                "estimate": seq.estimate,
-                "ci": list(seq.ci),
-                "p_value": seq.p_value,
-                "significant": seq.p_value <= seq_alpha,
-            }
+            row["sequential"] = sequential[arm]
         else:
             row.update(frequentist=None, bayesian=None, sequential=None)
         rows.append(row)
@@ -155,7 +152,8 @@ def compare(
 def _sequential_rows(
     arms: Mapping[str, ArmStats], control: str, reward: str, alpha: float, tuning: float
 ) -> list[dict[str, Any]]:
-    """Only the sequential part of :func:`compare` (the stopping rule runs every second)."""
+    """The sequential part of :func:`compare`, alone for the stopping rule (which runs every
+    second and needs neither the Welch nor the Bayesian results)."""
     base = metric_stats(arms[control], reward)
     challengers = [arm for arm in arms if arm != control]
     rows = []
@@ -166,6 +164,7 @@ def _sequential_rows(
             result = sequential_test(base, treatment, alpha=alpha, tuning=tuning)
             sequential = {
                 "estimate": result.estimate,
+                "ci": list(result.ci),
                 "p_value": result.p_value,
                 "significant": result.p_value <= alpha / len(challengers),
             }
@@ -404,31 +403,20 @@ def evaluate_guardrails(
             )
         if rules.max_p95_latency_ratio is not None:
             arm_p95 = quantile_ms(latency.get(arm, {}))
-            if arm_p95 is None or control_p95 is None or not judged:
-                checks.append(
-                    GuardrailCheck(
-                        arm,
-                        "p95_latency",
-                        arm_p95,
-                        rules.max_p95_latency_ratio,
-                        False,
-                        f"p95 latency not judged yet ({n_calls} calls)",
-                    )
-                )
-            else:
+            breached, detail = False, f"p95 latency not judged yet ({n_calls} calls)"
+            if arm_p95 is not None and control_p95 is not None and judged:
                 limit = rules.max_p95_latency_ratio * control_p95 + rules.latency_slack_ms
-                checks.append(
-                    GuardrailCheck(
-                        arm,
-                        "p95_latency",
-                        arm_p95,
-                        rules.max_p95_latency_ratio,
-                        arm_p95 > limit,
-                        f"p95 latency {arm_p95:.1f} ms vs control {control_p95:.1f} ms, limit "
-                        f"{rules.max_p95_latency_ratio:g} x control + "
-                        f"{rules.latency_slack_ms:g} ms = {limit:.1f} ms",
-                    )
+                breached = arm_p95 > limit
+                detail = (
+                    f"p95 latency {arm_p95:.1f} ms vs control {control_p95:.1f} ms, limit "
+                    f"{rules.max_p95_latency_ratio:g} x control + "
+                    f"{rules.latency_slack_ms:g} ms = {limit:.1f} ms"
                 )
+            checks.append(
+                GuardrailCheck(
+                    arm, "p95_latency", arm_p95, rules.max_p95_latency_ratio, breached, detail
+                )
+            )
         for rule in rules.metrics:
             checks.append(
                 _metric_check(

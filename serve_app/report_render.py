@@ -80,7 +80,7 @@ def _arm_names(report: Mapping[str, Any]) -> list[str]:
     return names
 
 
-def _float(value: Any) -> float | None:
+def finite_or_none(value: Any) -> float | None:
     """``value`` as a finite float, else None (null, NaN, non-numeric)."""
     if isinstance(value, bool) or value is None:
         return None
@@ -116,7 +116,7 @@ def _pct(value: Any, signed: bool = True) -> str:
         >>> _pct(0.05), _pct(-0.1234), _pct(None), _pct(0.3, signed=False)
         ('+5.00%', '-12.34%', '-', '30.00%')
     """
-    number = _float(value)
+    number = finite_or_none(value)
     if number is None:
         return _MISSING
     return f"{number:+.2%}" if signed else f"{number:.2%}"
@@ -141,7 +141,7 @@ def _when(value: Any) -> str:
         >>> _when(0.0), _when(None)
         ('1970-01-01 00:00:00 UTC', '-')
     """
-    number = _float(value)
+    number = finite_or_none(value)
     if number is None:
         return _MISSING
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(number))
@@ -154,7 +154,7 @@ def _duration(value: Any) -> str:
         >>> _duration(3723.4), _duration(59), _duration(None)
         ('1h 02m 03s', '59s', '-')
     """
-    number = _float(value)
+    number = finite_or_none(value)
     if number is None:
         return _MISSING
     total = round(number)
@@ -181,14 +181,14 @@ def _timeline_matrix(
         ``(times, arms, values)`` with ``values`` of shape ``(len(times), len(arms))``;
         ``times`` sorted ascending. Empty arrays when the timeline is empty.
     """
-    points = [p for p in report.get("timeline") or [] if _float(p.get("at")) is not None]
+    points = [p for p in report.get("timeline") or [] if finite_or_none(p.get("at")) is not None]
     arms = _arm_names(report)
     times = np.array(sorted({float(p["at"]) for p in points}), dtype=float)
     values = np.full((len(times), len(arms)), np.nan)
     row = {t: i for i, t in enumerate(times)}
     col = {a: j for j, a in enumerate(arms)}
     for point in points:
-        value = _float(point.get(field))
+        value = finite_or_none(point.get(field))
         if value is not None:
             values[row[float(point["at"])], col[str(point.get("arm"))]] = value
     for j in range(len(arms)):
@@ -306,12 +306,12 @@ def _posterior_spec(arm: Mapping[str, Any]) -> tuple[str, Any] | None:
         return None
     family = posterior.get("family")
     if family == "beta":
-        alpha, beta = _float(posterior.get("alpha")), _float(posterior.get("beta"))
+        alpha, beta = finite_or_none(posterior.get("alpha")), finite_or_none(posterior.get("beta"))
         if alpha is None or beta is None or alpha <= 0 or beta <= 0:
             return None
         return "dist", stats.beta(alpha, beta)
     if family == "normal":
-        mean, sd = _float(posterior.get("mean")), _float(posterior.get("sd"))
+        mean, sd = finite_or_none(posterior.get("mean")), finite_or_none(posterior.get("sd"))
         if mean is None or sd is None or sd < 0:
             return None
         return ("dist", stats.norm(mean, sd)) if sd > 0 else ("point", mean)
@@ -394,7 +394,11 @@ def _psi_threshold(drift: Mapping[str, Any]) -> float:
     """The drift block's PSI threshold (``thresholds.psi`` or ``psi_threshold``), else 0.2."""
     thresholds = drift.get("thresholds")
     nested = thresholds.get("psi") if isinstance(thresholds, Mapping) else None
-    return _float(nested) or _float(drift.get("psi_threshold")) or DEFAULT_PSI_THRESHOLD
+    return (
+        finite_or_none(nested)
+        or finite_or_none(drift.get("psi_threshold"))
+        or DEFAULT_PSI_THRESHOLD
+    )
 
 
 def _psi(item: Mapping[str, Any]) -> float | None:
@@ -407,7 +411,7 @@ def _psi(item: Mapping[str, Any]) -> float | None:
     value = item.get("psi")
     if value == "inf" or (isinstance(value, float) and value == math.inf):
         return math.inf
-    return _float(value)
+    return finite_or_none(value)
 
 
 def _top_features(drift: Mapping[str, Any], limit: int = _TOP_FEATURES) -> list[Mapping[str, Any]]:

@@ -452,36 +452,42 @@ class ExperimentState:
             lines = "; ".join(describe_validation_error(error))
             raise ControlError(f"invalid experiment: {lines}", status=422) from None
 
-    async def start(self, name: str, actor: str, reason: str = "") -> dict[str, Any]:
-        """A draft starts running: the policy routes and learns from now on."""
+    async def _move(
+        self, name: str, action: str, actor: str, reason: str, source: str, target: str
+    ) -> dict[str, Any]:
+        """A status change that only applies from ``source`` (409 otherwise)."""
         live = self._live(name)
-        if live.status != "draft":
-            raise ControlError(f"experiment {name!r} is {live.status}, not a draft")
-        return await self._change(live, "start", actor, {"reason": reason}, status="running")
+        if live.status != source:
+            raise ControlError(f"experiment {name!r} is {live.status}, not {source}")
+        return await self._change(live, action, actor, {"reason": reason}, status=target)
 
-    async def stop(self, name: str, actor: str, reason: str = "") -> dict[str, Any]:
-        """Conclude without a winner: all traffic to the default (control) arm."""
+    async def _conclude(
+        self, name: str, action: str, actor: str, reason: str, outcome: str, winner: str | None
+    ) -> dict[str, Any]:
+        """End the experiment: ``winner`` (or, with none, the default arm) takes all traffic."""
         live = self._live(name)
         if live.status == "concluded":
             raise ControlError(f"experiment {name!r} is already concluded ({live.outcome})")
-        detail = {"arm": live.config.default, "reason": reason}
+        detail = {"arm": winner or live.config.default, "reason": reason}
         return await self._change(
-            live, "stop", actor, detail, status="concluded", outcome="stopped", winner=None
+            live, action, actor, detail, status="concluded", outcome=outcome, winner=winner
         )
+
+    async def start(self, name: str, actor: str, reason: str = "") -> dict[str, Any]:
+        """A draft starts running: the policy routes and learns from now on."""
+        return await self._move(name, "start", actor, reason, "draft", "running")
+
+    async def stop(self, name: str, actor: str, reason: str = "") -> dict[str, Any]:
+        """Conclude without a winner: all traffic to the default (control) arm."""
+        return await self._conclude(name, "stop", actor, reason, "stopped", None)
 
     async def pause(self, name: str, actor: str, reason: str = "") -> dict[str, Any]:
         """All traffic to the default arm, nothing learned, until resumed."""
-        live = self._live(name)
-        if live.status != "running":
-            raise ControlError(f"experiment {name!r} is {live.status}, not running")
-        return await self._change(live, "pause", actor, {"reason": reason}, status="paused")
+        return await self._move(name, "pause", actor, reason, "running", "paused")
 
     async def resume(self, name: str, actor: str, reason: str = "") -> dict[str, Any]:
         """A paused experiment routes by its policy again."""
-        live = self._live(name)
-        if live.status != "paused":
-            raise ControlError(f"experiment {name!r} is {live.status}, not paused")
-        return await self._change(live, "resume", actor, {"reason": reason}, status="running")
+        return await self._move(name, "resume", actor, reason, "paused", "running")
 
     async def set_weights(
         self, name: str, weights: Mapping[str, float], actor: str, reason: str = ""
@@ -515,28 +521,12 @@ class ExperimentState:
         live = self._live(name)
         if arm not in live.config.arm_names:
             raise ControlError(f"unknown arm {arm!r}; arms are {live.config.arm_names}", 422)
-        if live.status == "concluded":
-            raise ControlError(f"experiment {name!r} is already concluded ({live.outcome})")
-        detail = {"arm": arm, "reason": reason}
-        return await self._change(
-            live, "promote", actor, detail, status="concluded", outcome="promoted", winner=arm
-        )
+        return await self._conclude(name, "promote", actor, reason, "promoted", arm)
 
     async def rollback(self, name: str, actor: str, reason: str = "") -> dict[str, Any]:
         """The default (control) arm takes all traffic; the experiment is concluded."""
-        live = self._live(name)
-        if live.status == "concluded":
-            raise ControlError(f"experiment {name!r} is already concluded ({live.outcome})")
-        detail = {"arm": live.config.default, "reason": reason}
-        return await self._change(
-            live,
-            "rollback",
-            actor,
-            detail,
-            status="concluded",
-            outcome="rolled_back",
-            winner=live.config.default,
-        )
+        default = self._live(name).config.default
+        return await self._conclude(name, "rollback", actor, reason, "rolled_back", default)
 
     async def control(self, action: str, name: str, actor: str, **kwargs: Any) -> dict[str, Any]:
         """One entry point for the control plane: ``{"ok": summary}`` or ``{"error": message,
@@ -655,13 +645,12 @@ class ExperimentState:
         assert self.config.mlflow_tracking_uri is not None
         try:
             report = await self.report(name)
-            run_id = await asyncio.to_thread(
-                _log_with_artifacts,
+            run_id = await asyncio.to_thread(  # renders the plots and HTML page itself
                 log_conclusion,
                 self.config.mlflow_tracking_uri,
                 report,
                 live.config.model_dump(mode="json"),
-                promotion.registry_alias if live.outcome == "promoted" else None,
+                alias=promotion.registry_alias if live.outcome == "promoted" else None,
             )
         except Exception as error:
             logger.exception("MLflow record of %s failed", name)
@@ -783,25 +772,3 @@ class ExperimentState:
 
     def check_health(self) -> None:
         self.store.ping()
-
-
-def _log_with_artifacts(
-    log_conclusion: Any,
-    tracking_uri: str,
-    report: dict[str, Any],
-    config: dict[str, Any],
-    alias: str | None,
-) -> str:
-    """Render the report's plots and HTML in a temp dir and log the run (a worker thread)."""
-    import tempfile
-    from pathlib import Path
-
-    from serve_app.report_render import render_html, render_plots
-
-    with tempfile.TemporaryDirectory(prefix="bandit-serve-report-") as tmp:
-        plots = render_plots(report, Path(tmp))
-        html = render_html(report, plots)
-        run_id: str = log_conclusion(
-            tracking_uri, report, config, html=html, plots=plots, alias=alias
-        )
-    return run_id

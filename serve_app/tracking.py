@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import shutil
 import tempfile
@@ -58,6 +57,8 @@ from mlflow.utils.validation import (
     MAX_PARAMS_TAGS_PER_BATCH,
     MAX_TAG_VAL_LENGTH,
 )
+
+from serve_app.report_render import finite_or_none, render_html, render_plots
 
 __all__ = [
     "ALIAS_OUTCOMES",
@@ -125,16 +126,6 @@ def parse_registry_uri(uri: Any) -> tuple[str, str] | None:
     return (match["name"], match["version"]) if match else None
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _key(text: str) -> str | None:
     """A valid MLflow param/metric key: odd characters become ``_``; None if too long.
 
@@ -147,7 +138,7 @@ def _key(text: str) -> str | None:
 
 
 def _ms(seconds: Any) -> int | None:
-    number = _finite(seconds)
+    number = finite_or_none(seconds)
     return None if number is None else int(number * 1000)
 
 
@@ -245,7 +236,7 @@ def _summary_values(report: Mapping[str, Any]) -> dict[str, float]:
         values[f"{arm}.p_value_adjusted"] = freq.get("p_value_adjusted")
         values[f"{arm}.chance_to_win"] = (comparison.get("bayesian") or {}).get("chance_to_win")
         values[f"{arm}.seq_p_value"] = (comparison.get("sequential") or {}).get("p_value")
-    return {k: v for k, v in ((k, _finite(v)) for k, v in values.items()) if v is not None}
+    return {k: v for k, v in ((k, finite_or_none(v)) for k, v in values.items()) if v is not None}
 
 
 def _metrics(report: Mapping[str, Any]) -> list[Metric]:
@@ -257,14 +248,14 @@ def _metrics(report: Mapping[str, Any]) -> list[Metric]:
         if (key := _key(name)) is not None
     ]
     points = sorted(
-        (p for p in report.get("timeline") or [] if _finite(p.get("at")) is not None),
+        (p for p in report.get("timeline") or [] if finite_or_none(p.get("at")) is not None),
         key=lambda p: float(p["at"]),
     )
     steps = {at: i for i, at in enumerate(sorted({float(p["at"]) for p in points}))}
     for point in points:
         at = float(point["at"])
         for field in _TIMELINE_METRICS:
-            value = _finite(point.get(field))
+            value = finite_or_none(point.get(field))
             key = _key(f"{point.get('arm')}.timeline.{field}")
             if value is not None and key is not None:
                 metrics.append(Metric(key, value, int(at * 1000), steps[at]))
@@ -315,16 +306,12 @@ def _write_artifacts(
     (directory / "config.json").write_text(json.dumps(config, indent=2, default=str))
     plot_dir = directory / "plots"
     if plots is None and html is None:
-        from serve_app.report_render import render_plots
-
         plots = render_plots(report, plot_dir)
     else:
         plot_dir.mkdir()
         for path in (plots or {}).values():
             shutil.copyfile(path, plot_dir / Path(path).name)
     if html is None:
-        from serve_app.report_render import render_html
-
         html = render_html(report, plots or {})
     (directory / "report.html").write_text(html, encoding="utf-8")
 
@@ -481,7 +468,10 @@ def log_conclusion(
 
 
 def _end_ms(report: Mapping[str, Any]) -> int | None:
-    start, duration = _finite(report.get("started_at")), _finite(report.get("duration_s"))
+    start, duration = (
+        finite_or_none(report.get("started_at")),
+        finite_or_none(report.get("duration_s")),
+    )
     if start is not None and duration is not None:
         return int((start + duration) * 1000)
     return _ms(report.get("generated_at"))

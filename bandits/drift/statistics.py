@@ -120,13 +120,7 @@ def chi_square_homogeneity(
         >>> round(r.statistic, 4), r.dof, round(r.p_value, 6)
         (17.0, 3, 0.000707)
     """
-    ref = _counts("reference_counts", reference_counts)
-    cur = _counts("live_counts", live_counts)
-    if ref.shape != cur.shape:
-        raise ValueError(
-            f"reference_counts and live_counts must have the same length, got {ref.size} "
-            f"and {cur.size}"
-        )
+    ref, cur = _paired_counts(reference_counts, live_counts)
     keep = (ref + cur) > 0
     ref, cur = ref[keep], cur[keep]
     n_ref, n_cur = float(ref.sum()), float(cur.sum())
@@ -168,13 +162,7 @@ def psi(
         0.040547
     """
     eps = check_real("epsilon", epsilon, gt=0, lt=1)
-    ref = _counts("reference_counts", reference_counts)
-    cur = _counts("live_counts", live_counts)
-    if ref.shape != cur.shape:
-        raise ValueError(
-            f"reference_counts and live_counts must have the same length, got {ref.size} "
-            f"and {cur.size}"
-        )
+    ref, cur = _paired_counts(reference_counts, live_counts)
     n_ref, n_cur = float(ref.sum()), float(cur.sum())
     if n_ref <= 0 or n_cur <= 0:
         return 0.0
@@ -194,3 +182,17 @@ def _counts(name: str, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
     if not np.all(np.isfinite(array)) or np.any(array < 0):
         raise ValueError(f"{name} must be finite and >= 0, got {array.tolist()!r}")
     return array
+
+
+def _paired_counts(
+    reference_counts: npt.ArrayLike, live_counts: npt.ArrayLike
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Both count vectors, checked, of one length."""
+    ref = _counts("reference_counts", reference_counts)
+    cur = _counts("live_counts", live_counts)
+    if ref.shape != cur.shape:
+        raise ValueError(
+            f"reference_counts and live_counts must have the same length, got {ref.size} "
+            f"and {cur.size}"
+        )
+    return ref, cur
