@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bandits._checks import check_real
-from bandits.stats.summaries import MetricStats, ProportionStats, SampleStats
+from bandits.stats.summaries import MetricStats, ProportionStats, RatioStats, SampleStats
 
 Alternative = Literal["two-sided", "greater", "less"]
 """Alternative hypothesis about ``treatment - control``."""
@@ -40,8 +40,10 @@ def check_alternative(alternative: str) -> Alternative:
 def check_pair(control: MetricStats, treatment: MetricStats) -> None:
     """Both arms must be summaries of the same kind."""
     for name, s in (("control", control), ("treatment", treatment)):
-        if not isinstance(s, SampleStats | ProportionStats):
-            raise ValueError(f"{name} must be SampleStats or ProportionStats, got {s!r}")
+        if not isinstance(s, SampleStats | ProportionStats | RatioStats):
+            raise ValueError(
+                f"{name} must be SampleStats, ProportionStats or RatioStats, got {s!r}"
+            )
     if type(control) is not type(treatment):
         raise ValueError(
             "control and treatment must be the same kind of summary, got "
@@ -58,13 +60,19 @@ def effect(control: MetricStats, treatment: MetricStats, *, relative: bool) -> E
     Degrees of freedom (Welch-Satterthwaite on the absolute scale, as gbstats does for both):
     ``(vA/nA + vB/nB)**2 / ((vA/nA)**2 / (nA-1) + (vB/nB)**2 / (nB-1))``.
 
-    Degenerate: an arm with ``n < 2``, zero variance in both arms, or ``relative`` with a
-    control mean of 0.
+    ``m`` and ``v`` are each summary's ``mean`` and per-unit ``variance``: for
+    :class:`RatioStats` the ratio and its delta-method variance, so the same formulas apply.
+
+    Degenerate: an arm with ``n < 2``, zero variance in both arms, a ratio arm whose
+    denominator sums to 0, or ``relative`` with a control mean of 0.
     """
     check_pair(control, treatment)
     n_a, n_b = control.n, treatment.n
     if n_a < 2 or n_b < 2:
         return None
+    for s in (control, treatment):
+        if isinstance(s, RatioStats) and s.denominator_sum == 0.0:
+            return None
     m_a, m_b = control.mean, treatment.mean
     va_n, vb_n = control.variance / n_a, treatment.variance / n_b
     if va_n + vb_n <= 0.0:

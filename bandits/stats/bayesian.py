@@ -19,7 +19,7 @@ from scipy import stats as sps
 from bandits._checks import check_int, check_real
 from bandits.posteriors import BetaPosterior
 from bandits.stats._effect import check_alpha, check_pair, effect
-from bandits.stats.summaries import MetricStats, ProportionStats, SampleStats
+from bandits.stats.summaries import MetricStats, ProportionStats, RatioStats, SampleStats
 
 __all__ = [
     "BayesianResult",
@@ -81,7 +81,8 @@ def bayesian_effect(
     """Posterior of the treatment effect under a Gaussian approximation (gbstats' approach).
 
     The data give ``d ~ N(estimate, se**2)`` (see :func:`~bandits.stats.welch_ttest` for
-    ``estimate`` and ``se``, absolute or relative). With a prior ``N(m0, s0**2)`` the
+    ``estimate`` and ``se``, absolute or relative; for :class:`RatioStats` the delta-method
+    normal approximation of the ratio's effect). With a prior ``N(m0, s0**2)`` the
     posterior is Normal with::
 
         precision = 1/se**2 + 1/s0**2
@@ -174,11 +175,15 @@ def _draws(
         return BetaPosterior(1.0 + stats.successes, 1.0 + stats.n - stats.successes).sample_many(
             rng, size
         )
-    if isinstance(stats, SampleStats):
+    if isinstance(stats, SampleStats | RatioStats):
         if stats.n < 2:
             raise ValueError(f"arm {arm!r} needs n >= 2 for a Gaussian posterior, got {stats.n}")
+        if isinstance(stats, RatioStats) and stats.denominator_sum == 0.0:
+            raise ValueError(f"arm {arm!r} has a ratio with denominator sum 0: no posterior")
         return rng.normal(stats.mean, math.sqrt(stats.variance / stats.n), size=size)
-    raise ValueError(f"arm {arm!r} must be SampleStats or ProportionStats, got {stats!r}")
+    raise ValueError(
+        f"arm {arm!r} must be SampleStats, ProportionStats or RatioStats, got {stats!r}"
+    )
 
 
 def prob_best(
@@ -188,7 +193,8 @@ def prob_best(
 
     Posteriors of each arm's mean: ``Beta(1 + s, 1 + n - s)`` for :class:`ProportionStats`
     (uniform prior, as :func:`bandits.posteriors.prob_best`), ``N(mean, variance / n)`` for
-    :class:`SampleStats` (the Gaussian approximation of :func:`bayesian_effect`, flat prior).
+    :class:`SampleStats` and :class:`RatioStats` (the Gaussian approximation of
+    :func:`bayesian_effect`, flat prior; for a ratio, the delta-method variance).
     From ``draws`` joint samples ``mu[k, j]``::
 
         prob_best[k]     = mean_j 1[mu[k, j] = max_i mu[i, j]]  (ties share the credit)
@@ -200,7 +206,8 @@ def prob_best(
         seed: Seed of the generator; the same inputs give the same result.
 
     Raises:
-        ValueError: No arms, ``draws < 1``, or a :class:`SampleStats` arm with ``n < 2``.
+        ValueError: No arms, ``draws < 1``, a :class:`SampleStats` or :class:`RatioStats` arm
+            with ``n < 2``, or a ratio arm whose denominator sums to 0.
 
     Example:
         >>> from bandits.stats import ProportionStats

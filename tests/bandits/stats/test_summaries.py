@@ -54,3 +54,38 @@ def test_validation_names_the_field(make: object, name: str) -> None:
 def test_from_arm_stats_rejects_non_binary_rewards() -> None:
     with pytest.raises(ValueError, match="successes"):
         ProportionStats.from_arm_stats(ArmStats.from_rewards([2.0, 3.0]))
+
+
+# Impossible sufficient statistics: refused at construction, whatever path builds them.
+
+IMPOSSIBLE = (2, 1396.87, 52377.98)  # sum**2 / n = 975,622.9 > sum_squares: variance < 0
+
+
+def test_negative_variance_is_refused_with_the_problem_named() -> None:
+    with pytest.raises(ValueError, match=r"sum_squares must be >= sum\*\*2 / n"):
+        SampleStats(*IMPOSSIBLE)
+    with pytest.raises(ValueError, match="variance cannot be negative"):
+        SampleStats.from_arm_stats(
+            ArmStats(pulls=2, feedback=2, reward_sum=1396.87, reward_sum_squares=52377.98)
+        )
+    with pytest.raises(ValueError, match="sum_squares"):
+        SampleStats(1, 3.0, 8.0)  # one observation: sum_squares must be sum**2
+    with pytest.raises(ValueError, match="n=0"):
+        SampleStats(0, 1.0, 1.0)
+
+
+def test_rounding_of_a_zero_variance_is_accepted() -> None:
+    # Constant data summed naively in float: sum_squares can land a few ulps below sum**2/n.
+    x = np.full(100_000, 0.1)
+    total, squares = float(np.cumsum(x)[-1]), float(np.cumsum(x * x)[-1])
+    s = SampleStats(x.size, total, squares)
+    assert s.variance == pytest.approx(0.0, abs=1e-12)
+    assert SampleStats(3, 3.0, 3.0 * (1 - 1e-12)).variance == 0.0  # within 1e-9 relative
+    assert SampleStats(1, -2.5, 6.25).variance == 0.0
+    assert SampleStats(0, 0.0, 0.0) + SampleStats(2, 1.0, 0.5) == SampleStats(2, 1.0, 0.5)
+
+
+@pytest.mark.parametrize("successes", [-0.5, 10.5, 11])
+def test_impossible_proportions_are_refused(successes: float) -> None:
+    with pytest.raises(ValueError, match=r"successes must be in \[0, 10\]"):
+        ProportionStats(10, successes)
