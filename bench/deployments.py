@@ -75,13 +75,13 @@ class PlainModel:
     def __init__(self, model_uri: str, tracking_uri: str | None) -> None:
         import torch
 
-        from serve_app.demo_models import load_model
+        from serve_app.models.loading import load_model
 
         torch.set_num_threads(1)  # as ModelArm
         self.model = load_model(model_uri, tracking_uri)
 
     async def __call__(self, request: Request) -> JSONResponse:
-        from serve_app.demo_models import predict_labels
+        from serve_app.models.loading import predict_labels
 
         body = await request.json()
         return JSONResponse({"predictions": predict_labels(self.model, _features(body))})

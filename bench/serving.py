@@ -282,7 +282,7 @@ def run_serving(config: ServingConfig, log: Callable[[str], None] = print) -> di
 
     from bench.deployments import PerRequestStateIngress, PlainModel, RandomIngress
     from serve_app.app import build_app
-    from serve_app.demo_models import digits_split, train_demo_models
+    from serve_app.models.demo import digits_split, train_demo_models
 
     repo_root = Path(__file__).resolve().parent.parent
     # The demo models are cached between runs (train_demo_models is idempotent); the

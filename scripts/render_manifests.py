@@ -71,8 +71,8 @@ def exported_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
     for line in METRICS_FILE.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
-            name, kind, labels = line.split()
-            series[name] = (kind, tuple(labels.split(",")))
+            name, kind, labels = line.split()  # labels "-": none
+            series[name] = (kind, () if labels == "-" else tuple(labels.split(",")))
     return series
 
 

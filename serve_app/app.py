@@ -1,13 +1,15 @@
 """The app builder: the ``import_path`` of every config in ``configs/``.
 
 ``serve run configs/local.yaml`` calls :func:`build_app` with the YAML's ``args``. It validates
-them (an invalid config stops here, naming the path), checks that every model exists, and
-wires the graph::
+them (an invalid config stops here, naming the path), checks that every model exists, fills
+in what the models' signatures say (features per row, input dtype), and wires the graph::
 
     Router (ingress) ──▶ ModelArm deployments, one per distinct model (and its options)
           └──────────▶ ExperimentState (one replica; never awaited per prediction)
 
 Two arms that serve the same model URI with the same deployment options share one deployment.
+The validated :class:`~serve_app.config.AppConfig` itself is what every deployment receives
+(Ray pickles it), so the config is validated once, here, and never again downstream.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from ray.serve import Application
 
 from serve_app.config import AppConfig, ArmConfig, ExperimentConfig, ShadowConfig, parse_config
 from serve_app.errors import ConfigError
-from serve_app.model_arm import ModelArm
-from serve_app.router import Router
-from serve_app.state import ExperimentState
+from serve_app.ingress.router import Router
+from serve_app.models.arm import ModelArm
+from serve_app.state.deployment import ExperimentState
 
 STATE_DEPLOYMENT = "experiment-state"
 ROUTER_DEPLOYMENT = "router"
@@ -36,15 +38,14 @@ def build_app(args: dict[str, Any]) -> Application:
     config = parse_config(args)
     if config.check_models:
         config = check_models(config)
-    payload = config.model_dump(mode="json")
-    state = ExperimentState.options(name=STATE_DEPLOYMENT).bind(payload)
+    state = ExperimentState.options(name=STATE_DEPLOYMENT).bind(config)
     arms, shadows = _bind_models(config)
     router = Router.options(
         name=ROUTER_DEPLOYMENT,
         logging_config={"enable_access_log": config.router.access_log},
         **config.router.deployment.serve_options(),
     )
-    return router.bind(payload, state, arms, shadows)
+    return router.bind(config, state, arms, shadows)
 
 
 def _bind_models(
@@ -76,12 +77,14 @@ def _bind_model(
 
 
 def check_models(config: AppConfig) -> AppConfig:
-    """Fail with every missing model named, and fill ``n_features`` from model signatures.
+    """Fail with every missing model named; fill ``n_features`` and ``feature_dtype`` from
+    the arms' MLflow signatures.
 
     Raises:
-        ConfigError: one line per arm whose model cannot be found.
+        ConfigError: one line per arm whose model cannot be found, or whose signature
+            disagrees with the other arms' on the features per row.
     """
-    from serve_app.demo_models import model_exists
+    from serve_app.models.loading import input_signature, model_exists
 
     problems = []
     experiments = []
@@ -90,36 +93,36 @@ def check_models(config: AppConfig) -> AppConfig:
             missing = model_exists(arm.model_uri, config.mlflow_tracking_uri)
             if missing:
                 problems.append(f"experiments[{index}].arms[{arm_index}].model_uri: {missing}")
-        if experiment.n_features is None and not problems:
-            n_features = infer_n_features(experiment.arms[0].model_uri, config.mlflow_tracking_uri)
-            experiment = experiment.model_copy(update={"n_features": n_features})
-        experiments.append(experiment)
+        if problems:
+            experiments.append(experiment)
+            continue
+        signatures = {
+            arm.name: input_signature(arm.model_uri, config.mlflow_tracking_uri)
+            for arm in experiment.arms
+        }
+        widths = {name: s.n_features for name, s in signatures.items() if s.n_features}
+        if len(set(widths.values())) > 1:
+            shown = ", ".join(f"{name}: {width}" for name, width in widths.items())
+            problems.append(
+                f"experiments[{index}].arms: the models take different numbers of features "
+                f"per row ({shown}); an experiment's arms must take the same input"
+            )
+        update: dict[str, Any] = {}
+        if experiment.n_features is None and widths:
+            update["n_features"] = next(iter(widths.values()))
+        dtypes = [s.dtype for s in signatures.values() if s.dtype]
+        if experiment.feature_dtype is None and dtypes:
+            update["feature_dtype"] = min(dtypes, key=_dtype_rank)
+        experiments.append(experiment.model_copy(update=update))
     if problems:
         hint = "(run `bandit-serve demo-models` to train the demo models)"
         raise ConfigError("model not found:\n  " + "\n  ".join(problems) + f"\n{hint}")
     return config.model_copy(update={"experiments": experiments})
 
 
-def infer_n_features(model_uri: str, tracking_uri: str | None) -> int | None:
-    """Features per row from the model's MLflow signature, or None when it has none."""
-    import mlflow
-    from mlflow.models import get_model_info
+def _dtype_rank(dtype: str) -> tuple[int, int]:
+    """Narrower input types first: integer before float, fewer bytes before more."""
+    import numpy as np
 
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    try:
-        if tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
-            mlflow.set_registry_uri(tracking_uri)
-        signature = get_model_info(model_uri).signature
-    except Exception:
-        return None
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
-    if signature is None or signature.inputs is None:
-        return None
-    schema = signature.inputs
-    if schema.is_tensor_spec():
-        shape = schema.inputs[0].shape
-        return int(shape[-1]) if len(shape) == 2 and shape[-1] > 0 else None
-    return len(schema.inputs)
+    kind = np.dtype(dtype)
+    return (0 if kind.kind in "iu" else 1, kind.itemsize)

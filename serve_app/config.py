@@ -15,12 +15,14 @@ from __future__ import annotations
 import difflib
 import itertools
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bandits import POLICIES, PolicyConfigError, make_policy
+from bandits import POLICIES, Policy, PolicyConfigError, make_policy
 from serve_app.errors import ConfigError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
@@ -28,6 +30,14 @@ HOME_ENV = "BANDIT_SERVE_HOME"
 SECRET_ENV = "BANDIT_SERVE_SECRET"
 CONTROL_TOKEN_ENV = "BANDIT_SERVE_CONTROL_TOKEN"
 DATA_TOKEN_ENV = "BANDIT_SERVE_DATA_TOKEN"
+QA_TOKEN_ENV = "BANDIT_SERVE_QA_TOKEN"
+MIN_SECRET_BYTES = 32
+"""Tokens and signing keys shorter than this are refused at startup."""
+KEY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+SECRET_FIELDS = frozenset({"control_token", "data_token", "qa_token"})
+"""Config keys whose values never appear in an error message."""
+FEATURE_DTYPES = ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # Which reward model each policy learns with; policies absent here work with either.
 POLICY_REWARDS = {"thompson": "binary", "gaussian_thompson": "continuous"}
@@ -298,6 +308,16 @@ class ExperimentConfig(StrictModel):
     ramp: RampConfig | None = None
     promotion: PromotionConfig = PromotionConfig()
     drift: DriftConfig | None = Field(None, description="track input and prediction drift")
+    metrics: list[str] = Field(
+        [],
+        description="feedback metrics this experiment accepts besides its guardrail metrics; "
+        "any other name is refused (422)",
+    )
+    feature_dtype: Literal[FEATURE_DTYPES] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="the arms' input dtype (inferred from their MLflow signatures): values "
+        "it cannot hold are refused before any arm is called",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -344,11 +364,20 @@ class ExperimentConfig(StrictModel):
             )
         self._check_weights(names)
         self._check_lifecycle(names)
+        self._check_metrics()
         try:
-            make_policy(self.policy.name, names, self.policy_params(revision=1), seed=0)
+            self.build_policy(revision=1)
         except PolicyConfigError as error:
             raise ValueError(f"policy.params: {error}") from None
         return self
+
+    def _check_metrics(self) -> None:
+        pattern = re.compile(NAME_PATTERN)
+        for name in self.metrics:
+            if not pattern.match(name):
+                raise ValueError(f"metrics: {name!r} is not a valid metric name ({NAME_PATTERN})")
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError(f"metrics: a name is listed twice in {self.metrics}")
 
     def _check_weights(self, names: list[str]) -> None:
         weights = [arm.weight for arm in self.arms]
@@ -392,6 +421,17 @@ class ExperimentConfig(StrictModel):
         """The arm that answers for a failing arm."""
         return self.default_arm or self.arms[0].name
 
+    @property
+    def declared_metrics(self) -> list[str]:
+        """The feedback metrics this experiment accepts: ``metrics`` and its guardrails'."""
+        return sorted({*self.metrics, *(rule.name for rule in self.guardrails.metrics)})
+
+    def build_policy(self, revision: int) -> Policy:
+        """The experiment's policy for one revision: the one factory every process uses."""
+        return make_policy(
+            self.policy.name, self.arm_names, self.policy_params(revision), seed=self.seed
+        )
+
     def policy_params(self, revision: int) -> dict[str, Any]:
         """Policy parameters; a fixed split's weights come from the arms and its hashing salt
         from (experiment, revision), so units are reshuffled only when the config changes."""
@@ -429,21 +469,101 @@ class CircuitConfig(StrictModel):
     cooldown_s: float = Field(10.0, gt=0.0)
 
 
-class AuthConfig(StrictModel):
-    """Bearer tokens. Control endpoints always need one; prediction and feedback only with
-    ``protect_data_plane``. Tokens come from the environment (or, discouraged, the config)."""
+class Tokens(NamedTuple):
+    """The bearer tokens in force (None: that token is not configured)."""
 
-    control_token: str | None = Field(None, min_length=16, repr=False)
+    control: str | None
+    data: str | None
+    qa: str | None
+
+
+class AuthConfig(StrictModel):
+    """Bearer tokens, and where the keys that sign decision ids come from.
+
+    - ``control_token``: the control plane (create, change, pause, promote, the audit log);
+      always required there. ``data_token``: ``/predict``, ``/feedback`` and the read side,
+      only with ``protect_data_plane``. ``qa_token``: forcing an arm (``X-Bandit-Arm`` or
+      ``"arm"``), which the control token also allows; it grants the data plane too. Each
+      comes from its environment variable (recommended) or, discouraged, the config, and
+      must have at least 32 bytes.
+    - ``protect_metrics`` / ``protect_docs``: ``/metrics`` and ``/docs`` (with
+      ``/openapi.json``) need the data, QA or control token; ``null`` follows
+      ``protect_data_plane``.
+    - Signing keys, in order: ``signing_keys_dir`` (a Kubernetes Secret mounted as a
+      directory: one file per key, the file name is the key id; ``active_signing_key`` names
+      the key that signs new ids, by default the greatest name, so date-like ids rotate by
+      adding a file); else the environment variable ``secret_env`` (key id ``env``); else,
+      with the embedded SQLite store only, a key generated once into ``<data_dir>/keys``.
+      Keys that do not sign verify the ids they signed until those expire.
+    """
+
+    control_token: str | None = Field(None, min_length=MIN_SECRET_BYTES, repr=False)
     control_token_env: str = CONTROL_TOKEN_ENV
     protect_data_plane: bool = False
-    data_token: str | None = Field(None, min_length=16, repr=False)
+    data_token: str | None = Field(None, min_length=MIN_SECRET_BYTES, repr=False)
     data_token_env: str = DATA_TOKEN_ENV
+    qa_token: str | None = Field(None, min_length=MIN_SECRET_BYTES, repr=False)
+    qa_token_env: str = QA_TOKEN_ENV
+    protect_metrics: bool | None = None
+    protect_docs: bool | None = None
+    signing_keys_dir: str | None = Field(None, min_length=1)
+    active_signing_key: str | None = Field(None, pattern=KEY_ID_PATTERN)
+    secret_env: str = SECRET_ENV
 
-    def tokens(self) -> tuple[str | None, str | None]:
-        """(control token, data token) from the config or else the environment."""
-        control = self.control_token or os.environ.get(self.control_token_env) or None
-        data = self.data_token or os.environ.get(self.data_token_env) or None
-        return control, data
+    def tokens(self) -> Tokens:
+        """The tokens from the config or else the environment.
+
+        Raises:
+            ConfigError: a token from the environment is shorter than 32 bytes (the message
+                names the variable, never the value).
+        """
+        values = []
+        for kind, configured, env in (
+            ("control", self.control_token, self.control_token_env),
+            ("data", self.data_token, self.data_token_env),
+            ("qa", self.qa_token, self.qa_token_env),
+        ):
+            value = configured or os.environ.get(env) or None
+            if value is not None and len(value.encode()) < MIN_SECRET_BYTES:
+                raise ConfigError(
+                    f"the {kind} token from ${env} has {len(value.encode())} bytes; tokens "
+                    f"need at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)"
+                )
+            values.append(value)
+        return Tokens(*values)
+
+    @property
+    def metrics_protected(self) -> bool:
+        return self.protect_data_plane if self.protect_metrics is None else self.protect_metrics
+
+    @property
+    def docs_protected(self) -> bool:
+        return self.protect_data_plane if self.protect_docs is None else self.protect_docs
+
+
+class HttpConfig(StrictModel):
+    """What every HTTP request must satisfy before an endpoint looks at it.
+
+    ``allowed_hosts``: ``Host`` header values accepted besides ``localhost``, ``127.0.0.1``
+    and ``[::1]`` (a web page that rebinds its own DNS name to 127.0.0.1 sends its own name,
+    and is refused); ``*.example.com`` matches any subdomain, ``*`` any host (behind a proxy
+    that checks Host itself). ``cors_origins``: origins whose pages may read responses
+    (``https://app.example.com``); empty, the default, sends no CORS headers, so browsers
+    refuse cross-origin reads.
+    """
+
+    allowed_hosts: list[str] = Field([], description="e.g. bandit-serve.example.com")
+    cors_origins: list[str] = Field([], description="e.g. https://dashboard.example.com")
+
+    @model_validator(mode="after")
+    def _patterns(self) -> HttpConfig:
+        for host in self.allowed_hosts:
+            if not host or "/" in host or (host.count("*") and not host.startswith(("*.", "*"))):
+                raise ValueError(f"allowed_hosts: {host!r} is not a host name or '*.domain'")
+        for origin in self.cors_origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"cors_origins: {origin!r} must start with http:// or https://")
+        return self
 
 
 class RouterConfig(StrictModel):
@@ -454,7 +574,13 @@ class RouterConfig(StrictModel):
     feedback_commit_window_s: float = Field(0.005, ge=0.0, le=1.0)
     max_batch_rows: int = Field(256, ge=1)
     max_features: int = Field(10_000, ge=1)
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="every endpoint")
+    max_abs_feature: float = Field(
+        FLOAT32_MAX,
+        gt=0.0,
+        description="features beyond this magnitude are refused (422); the default is the "
+        "float32 range, which many models compute in whatever their signature says",
+    )
     access_log: bool = Field(False, description="Serve's per-request log line on the router")
     feedback_commit_timeout_s: float = Field(10.0, gt=0.0, description="503 after this")
     mirror_max_in_flight: int = Field(32, ge=1, description="shadow calls beyond are dropped")
@@ -468,10 +594,20 @@ class RouterConfig(StrictModel):
 
 
 class LifecycleLoopConfig(StrictModel):
-    """How often the state deployment judges experiments and records their history."""
+    """How often the state deployment judges experiments and records their history.
+
+    The timeline (traffic share and reward over decisions and time, for the report and the
+    live page) takes a sample of an experiment whenever it has routed
+    ``timeline_every_decisions`` more decisions, and at least every
+    ``timeline_interval_s`` while anything changes; beyond ``timeline_max_samples`` samples
+    the older half is thinned, so history stays bounded while the recent part keeps its
+    resolution.
+    """
 
     evaluate_interval_s: float = Field(1.0, gt=0.0, le=3600.0)
     timeline_interval_s: float = Field(10.0, gt=0.0, description="traffic/reward history step")
+    timeline_every_decisions: int = Field(25, ge=1)
+    timeline_max_samples: int = Field(2000, ge=10)
 
 
 class AppConfig(StrictModel):
@@ -482,6 +618,7 @@ class AppConfig(StrictModel):
     mlflow_tracking_uri: str | None = Field(None, description="default SQLite in data_dir")
     check_models: bool = True
     auth: AuthConfig = AuthConfig()
+    http: HttpConfig = HttpConfig()
     router: RouterConfig = RouterConfig()
     lifecycle: LifecycleLoopConfig = LifecycleLoopConfig()
     experiments: list[ExperimentConfig] = Field(min_length=1)
@@ -539,6 +676,8 @@ def describe_validation_error(error: ValidationError) -> list[str]:
             message = message.removeprefix("policy.params: ")
         if problem["type"] == "missing":
             message = "required key is missing"
+        elif str(problem["loc"][-1] if problem["loc"] else "") in SECRET_FIELDS:
+            message += " (value not shown)"
         elif "input" in problem and problem["type"] not in ("value_error",):
             shown = repr(problem["input"])
             message += f" (got {shown[:80]})"
@@ -561,4 +700,5 @@ def parse_config(args: dict[str, Any] | AppConfig) -> AppConfig:
     except ValidationError as error:
         lines = "\n  ".join(describe_validation_error(error))
         raise ConfigError(f"invalid bandit-serve config:\n  {lines}") from None
+    config.auth.tokens()  # a short token from the environment stops the app here
     return config.resolved()

@@ -11,6 +11,7 @@ Exception tree::
     ├── InvalidRequest          422  a field has the wrong type, shape or value
     ├── PayloadTooLarge         413  body, batch or feature count over the configured limit
     ├── InvalidDecision         400  a decision id that is not one of ours (malformed)
+    ├── InvalidHost             400  a Host header outside the allow-list (DNS rebinding)
     ├── Unauthorized            401  no bearer token where one is required
     ├── Forbidden               403  a bearer token that is not accepted, or a disabled endpoint
     ├── ForgedDecision          403  a decision id whose signature does not verify
@@ -18,6 +19,7 @@ Exception tree::
     ├── DuplicateFeedback       409  feedback for a decision that already has some
     ├── Conflict                409  a control action that does not apply in the current state
     ├── ExpiredDecision         410  feedback after the attribution window
+    ├── UnsupportedMediaType    415  a body that is not JSON where JSON is expected
     └── Unavailable             503  a dependency is down; safe to retry
     ConfigError (ValueError)         invalid app config, raised at startup
 """
@@ -91,6 +93,16 @@ class NotFound(BanditServeError):
 class DuplicateFeedback(BanditServeError):
     status = 409
     code = "duplicate_feedback"
+
+
+class InvalidHost(BanditServeError):
+    status = 400
+    code = "invalid_host"
+
+
+class UnsupportedMediaType(BanditServeError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class ExpiredDecision(BanditServeError):

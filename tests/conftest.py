@@ -18,7 +18,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 @pytest.fixture(scope="session")
 def demo_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The three demo models trained once into a temp MLflow store (SQLite + artifacts)."""
-    from serve_app.demo_models import train_demo_models
+    from serve_app.models.demo import train_demo_models
 
     root: Path = tmp_path_factory.mktemp("mlflow")
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"

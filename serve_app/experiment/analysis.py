@@ -22,18 +22,16 @@ from typing import Any
 from bandits import ArmStats
 from bandits.stats import (
     MetricStats,
+    ProbBestResult,
     ProportionStats,
     SampleStats,
     adjust_pvalues,
     bayesian_effect,
-    prob_best,
     sequential_test,
     welch_ttest,
 )
 from serve_app.config import GuardrailConfig, MetricGuardrail, StoppingConfig
-from serve_app.metrics import LATENCY_BUCKETS
-
-PROB_BEST_DRAWS = 20_000
+from serve_app.experiment.records import LatencyHistogram
 
 
 def metric_stats(stats: ArmStats, reward: str) -> MetricStats:
@@ -59,35 +57,6 @@ def posterior(stats: ArmStats, reward: str) -> dict[str, Any]:
     sample = SampleStats.from_arm_stats(stats)
     sd = math.sqrt(sample.variance / sample.n) if sample.n >= 2 else None
     return {"family": "normal", "mean": sample.mean if sample.n else 0.0, "sd": sd}
-
-
-def quantile_ms(histogram: Mapping[str, float], q: float = 0.95) -> float | None:
-    """A quantile of a latency histogram, in ms, interpolated linearly inside its bucket.
-
-    ``histogram`` maps a bucket index (as a string, ``len(LATENCY_BUCKETS)`` for +Inf) to a
-    count, as the routers sync it. The +Inf bucket reports the last finite bound.
-
-    >>> quantile_ms({"0": 50, "1": 50})  # half below 1 ms, half in (1, 2.5] ms
-    2.35
-    """
-    counts = [0.0] * (len(LATENCY_BUCKETS) + 1)
-    for key, value in histogram.items():
-        if key.isdigit() and int(key) < len(counts):
-            counts[int(key)] += value
-    total = sum(counts)
-    if total <= 0:
-        return None
-    rank = q * total
-    seen = 0.0
-    for index, count in enumerate(counts):
-        if count and seen + count >= rank:
-            upper = LATENCY_BUCKETS[min(index, len(LATENCY_BUCKETS) - 1)]
-            lower = LATENCY_BUCKETS[index - 1] if 0 < index < len(LATENCY_BUCKETS) else 0.0
-            if index == len(LATENCY_BUCKETS):
-                lower = upper
-            return round(1000.0 * (lower + (upper - lower) * (rank - seen) / count), 6)
-        seen += count
-    return 1000.0 * LATENCY_BUCKETS[-1]
 
 
 def _usable(stats: MetricStats) -> bool:
@@ -197,28 +166,17 @@ class StoppingDecision:
         return data
 
 
-def best_arm(
-    arms: Mapping[str, ArmStats], reward: str, seed: int = 0
-) -> tuple[str, dict[str, float], dict[str, float]] | None:
-    """The arm most likely best, with P(best) and expected loss of every arm (None when an
-    arm has too little data for a posterior)."""
-    summaries = {arm: metric_stats(stats, reward) for arm, stats in arms.items()}
-    if reward == "continuous" and any(s.n < 2 for s in summaries.values()):
-        return None
-    result = prob_best(summaries, draws=PROB_BEST_DRAWS, seed=seed)
-    winner = max(result.prob_best, key=lambda arm: result.prob_best[arm])
-    return winner, dict(result.prob_best), dict(result.expected_loss)
-
-
 def evaluate_stopping(
     rules: StoppingConfig,
     arms: Mapping[str, ArmStats],
     control: str,
     reward: str,
     elapsed_s: float,
+    verdict: ProbBestResult | None,
 ) -> StoppingDecision:
     """Apply the stopping rule to the arms still in the experiment (``arms``, control
-    included).
+    included); ``verdict`` is their P(best) and expected loss (None: too little data), the
+    experiment's one Bayesian verdict (:meth:`~serve_app.experiment.live.LiveExperiment.verdict`).
 
     ``bayesian``: stop when ``max_k P(k best) >= prob_best`` and that arm's expected loss
     ``E[max_j mu_j - mu_k] <= expected_loss``. ``sequential``: stop when a challenger's
@@ -240,11 +198,11 @@ def evaluate_stopping(
     winner: str | None = None
     reason = ""
     if rules.rule == "bayesian":
-        found = best_arm(arms, reward)
-        if found is None:
+        if verdict is None:
             checks.append(RuleCheck("prob_best", False, "too little data for a posterior"))
         else:
-            best, probabilities, losses = found
+            probabilities, losses = verdict.prob_best, verdict.expected_loss
+            best = max(probabilities, key=lambda arm: probabilities[arm])
             confident = probabilities[best] >= rules.prob_best
             cheap = losses[best] <= rules.expected_loss
             checks.append(
@@ -363,7 +321,7 @@ def evaluate_guardrails(
     control: str,
     challengers: Sequence[str],
     calls: Mapping[str, tuple[int, int]],
-    latency: Mapping[str, Mapping[str, float]],
+    latency: Mapping[str, LatencyHistogram],
     metrics: Mapping[str, Mapping[str, ArmStats]],
 ) -> list[GuardrailCheck]:
     """Judge each challenger against the control.
@@ -372,8 +330,8 @@ def evaluate_guardrails(
         rules: The experiment's guardrails.
         control: The control (default) arm.
         challengers: The arms to judge.
-        calls: Per arm (calls, errors).
-        latency: Per arm, its latency histogram (bucket index -> count).
+        calls: Per arm (routed calls, errors of routed calls); forced requests are not here.
+        latency: Per arm, the latency histogram of its routed calls.
         metrics: Per arm and feedback metric, ``ArmStats(feedback=n, reward_sum=sum, ...)``.
 
     Error rate ``errors / calls`` breaches above ``max_error_rate``; p95 latency breaches when
@@ -382,7 +340,8 @@ def evaluate_guardrails(
     before ``min_requests`` calls (metrics: their own ``min_samples``).
     """
     checks: list[GuardrailCheck] = []
-    control_p95 = quantile_ms(latency.get(control, {}))
+    empty = LatencyHistogram()
+    control_p95 = latency.get(control, empty).quantile_ms(0.95)
     for arm in challengers:
         n_calls, errors = calls.get(arm, (0, 0))
         judged = n_calls >= rules.min_requests
@@ -402,7 +361,7 @@ def evaluate_guardrails(
                 )
             )
         if rules.max_p95_latency_ratio is not None:
-            arm_p95 = quantile_ms(latency.get(arm, {}))
+            arm_p95 = latency.get(arm, empty).quantile_ms(0.95)
             breached, detail = False, f"p95 latency not judged yet ({n_calls} calls)"
             if arm_p95 is not None and control_p95 is not None and judged:
                 limit = rules.max_p95_latency_ratio * control_p95 + rules.latency_slack_ms

@@ -14,7 +14,8 @@ with its audit-log entry (actor ``lifecycle``). In order:
    ``rolled_back``); past ``max_duration_s`` with no answer the experiment is ``stopped`` on
    the control. With ``action: recommend`` the decision is only recorded (once per change).
 
-:func:`judge` is pure: it reads a :class:`~serve_app.live.LiveExperiment`, never writes it.
+:func:`judge` is pure: it reads a :class:`~serve_app.experiment.live.LiveExperiment`, never
+writes it.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from serve_app.analysis import (
+from serve_app.config import ramp_weights
+from serve_app.experiment.analysis import (
     GuardrailCheck,
     StoppingDecision,
     evaluate_guardrails,
     evaluate_stopping,
 )
-from serve_app.config import ramp_weights
-from serve_app.live import LiveExperiment
+from serve_app.experiment.live import LiveExperiment
 
 ActionKind = Literal["exclude", "ramp", "promote", "rollback", "stop", "recommend"]
 ACTOR = "lifecycle"
@@ -71,7 +72,9 @@ def judge(live: LiveExperiment, now: float) -> Judgement:
     if config.stopping is not None and live.active_arms:
         stats = {arm: live.policy.stats[arm] for arm in live.active_arms}
         elapsed = now - (live.started_at or now)
-        stopping = evaluate_stopping(config.stopping, stats, control, config.reward, elapsed)
+        stopping = evaluate_stopping(
+            config.stopping, stats, control, config.reward, elapsed, live.verdict()
+        )
     if live.status != "running":
         return Judgement(checks, stopping)
     actions = _guardrail_actions(live, checks)

@@ -8,8 +8,9 @@ A decision is one of:
   ``w_a + (sum_O w) w_a / H = w_a / H``, ``H = sum_{b not in O} w_b``, which is the
   propensity logged for every decision while ``O`` is not empty, so learning and
   inverse-propensity estimates stay unbiased;
-- a forced arm (a QA override) or the one arm of a paused or concluded experiment, with
-  propensity 1 and kept out of learning.
+- a forced arm (a QA override, token-protected) or the one arm of a paused or concluded
+  experiment, with propensity 1 and kept out of learning. A forced arm whose circuit is open
+  is not called: the request gets 503 (retry later), the arm is left alone.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from ray.serve.handle import DeploymentHandle
 
-from bandits import ArmStats, Decision, Policy, make_policy
-from serve_app.circuit import CircuitBreaker
+from bandits import Decision, Policy
 from serve_app.config import CircuitConfig, DeploymentOptions, ExperimentConfig
-from serve_app.errors import InvalidRequest
+from serve_app.errors import InvalidRequest, Unavailable
+from serve_app.experiment.live import ExperimentSnapshot
+from serve_app.ingress.circuit import CircuitBreaker
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +40,17 @@ class Route:
 
 @dataclass
 class RoutedExperiment:
-    """The router-local view of one experiment, refreshed by every state sync."""
+    """The router-local view of one experiment, refreshed by every state sync.
+
+    ``backends`` (and ``shadow_backends``) are whatever answers for an arm: see
+    :mod:`serve_app.ingress.dispatch`.
+    """
 
     config: ExperimentConfig
     revision: int
     policy: Policy
-    handles: dict[str, DeploymentHandle]
-    shadow_handles: dict[str, DeploymentHandle]
+    backends: dict[str, Any]
+    shadow_backends: dict[str, Any]
     breakers: dict[str, CircuitBreaker]
     status: str = "running"
     route_to: str | None = None
@@ -56,18 +61,17 @@ class RoutedExperiment:
     def create(
         cls,
         config: ExperimentConfig,
-        snapshot: dict[str, Any],
-        handles: dict[str, DeploymentHandle],
-        shadow_handles: dict[str, DeploymentHandle],
+        snapshot: ExperimentSnapshot,
+        backends: dict[str, Any],
+        shadow_backends: dict[str, Any],
         circuit: CircuitConfig,
     ) -> RoutedExperiment:
-        revision = int(snapshot["revision"])
         routed = cls(
             config=config,
-            revision=revision,
-            policy=_policy(config, revision),
-            handles=handles,
-            shadow_handles=shadow_handles,
+            revision=snapshot.revision,
+            policy=config.build_policy(snapshot.revision),
+            backends=backends,
+            shadow_backends=shadow_backends,
             breakers={
                 arm: CircuitBreaker(circuit.failure_threshold, circuit.cooldown_s)
                 for arm in config.arm_names
@@ -76,29 +80,42 @@ class RoutedExperiment:
         routed.apply(snapshot)
         return routed
 
-    def apply(self, snapshot: dict[str, Any]) -> None:
-        """Take a snapshot from the state: merged stats, status, and a new config if any."""
-        revision = int(snapshot["revision"])
-        if "config" in snapshot:
-            self.config = ExperimentConfig.model_validate(snapshot["config"])
-        if revision != self.revision:
-            self.policy = _policy(self.config, revision)
-            self.revision = revision
-        self.status = snapshot["status"]
-        self.route_to = snapshot["route_to"]
-        self.excluded = frozenset(snapshot.get("excluded", ()))
-        self.policy.set_stats(
-            {arm: ArmStats.from_dict(values) for arm, values in snapshot["stats"].items()}
-        )
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def apply(self, snapshot: ExperimentSnapshot) -> None:
+        """Take a snapshot from the state: merged stats, status, and a new config if any
+        (validated once, by the state; it arrives typed)."""
+        if snapshot.config is not None:
+            self.config = snapshot.config
+        if snapshot.revision != self.revision:
+            self.policy = self.config.build_policy(snapshot.revision)
+            self.revision = snapshot.revision
+        self.status = snapshot.status
+        self.route_to = snapshot.route_to
+        self.excluded = snapshot.excluded
+        self.policy.set_stats(snapshot.stats)
 
     def route(self, unit_id: str | None, forced_arm: str | None) -> Route:
-        """Decide the arm for one request."""
+        """Decide the arm for one request.
+
+        Raises:
+            InvalidRequest: a forced arm that is not an arm of the experiment (422).
+            Unavailable: a forced arm whose circuit is open (503).
+        """
         if forced_arm is not None:
-            if forced_arm not in self.handles:
+            if forced_arm not in self.backends:
                 raise InvalidRequest(
                     f"arm {forced_arm!r} is not an arm of experiment {self.config.name!r}; "
                     f"arms: {', '.join(self.config.arm_names)}",
                     field="arm",
+                )
+            breaker = self.breakers[forced_arm]
+            if breaker.refuses():
+                raise Unavailable(
+                    f"arm {forced_arm!r} of experiment {self.config.name!r} is "
+                    f"{breaker.state()} (its circuit breaker refuses calls); retry later"
                 )
             return Route(forced_arm, 1.0, learned=False, forced=True)
         if self.route_to is not None:
@@ -131,16 +148,8 @@ class RoutedExperiment:
         return Decision(arm, effective[arm]), effective
 
     def options(self, arm: str) -> DeploymentOptions:
-        for arm_config in self.config.arms:
-            if arm_config.name == arm:
-                return arm_config.deployment
-        for shadow in self.config.shadows:
-            if shadow.name == arm:
-                return shadow.deployment
+        """The deployment options (timeout, batching) of an arm or shadow."""
+        for model in [*self.config.arms, *self.config.shadows]:
+            if model.name == arm:
+                return model.deployment
         raise KeyError(arm)
-
-
-def _policy(config: ExperimentConfig, revision: int) -> Policy:
-    return make_policy(
-        config.policy.name, config.arm_names, config.policy_params(revision), seed=config.seed
-    )

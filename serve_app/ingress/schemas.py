@@ -1,8 +1,9 @@
 """Request and response bodies of the public HTTP API (they also make the OpenAPI docs).
 
-Requests are strict: an unknown field, a wrong type, NaN or infinity is a 422 that names the
-field. Limits that depend on the config (rows per batch, features per row, body size) are
-checked by the router, which knows them.
+Requests are strict: an unknown field, a wrong type (``"0.5"`` for a number, ``true`` or
+``"1"`` for a reward), NaN or infinity is a 422 that names the field. Limits that depend on
+the config (rows per batch, features per row and their range, body size, declared metrics)
+are checked by the router, which knows them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 class StrictBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class PredictRequest(StrictBody):
@@ -35,7 +36,8 @@ class PredictRequest(StrictBody):
         None,
         min_length=1,
         max_length=64,
-        description="force this arm (QA; also the X-Bandit-Arm header); not learned from",
+        description="force this arm (QA; also the X-Bandit-Arm header); needs the control or "
+        "QA token; not learned from",
     )
 
 
@@ -49,6 +51,9 @@ class PredictResponse(BaseModel):
         False, description="true when the chosen arm failed and the default arm answered"
     )
     forced: bool = Field(False, description="true when the request forced the arm")
+    model_version: str | None = Field(
+        None, description="the model version that answered (registry version, when known)"
+    )
 
 
 METRIC_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
@@ -61,7 +66,8 @@ class FeedbackRequest(StrictBody):
     metrics: dict[Annotated[str, StringConstraints(pattern=METRIC_NAME)], float] | None = Field(
         None,
         max_length=MAX_FEEDBACK_METRICS,
-        description="guardrail metrics of this decision's outcome (e.g. refund, latency_ms)",
+        description="metrics of this decision's outcome the experiment declares (its "
+        "'metrics' and guardrail metrics, e.g. refund, latency_ms)",
         examples=[{"refund": 0.0}],
     )
 
@@ -72,6 +78,11 @@ class FeedbackResponse(BaseModel):
     arm: str
     reward: float
     learned: bool = Field(description="false for fallback answers, kept out of learning")
+    replayed: bool = Field(
+        False,
+        description="true when this exact feedback was stored by an earlier request (a retry "
+        "after a lost answer): nothing changed",
+    )
 
 
 class ArmSummary(BaseModel):
@@ -85,7 +96,12 @@ class ArmSummary(BaseModel):
     reward_sum: float
     reward_mean: float
     weight: float = Field(description="current routing probability")
-    prob_best: float = Field(description="posterior probability the arm has the best mean")
+    prob_best: float | None = Field(
+        description="posterior probability the arm has the best mean (null: too little data)"
+    )
+    expected_loss: float | None = Field(
+        None, description="posterior expected shortfall of the arm's mean from the best"
+    )
     guardrail_breached: bool = Field(description="the arm breaches a configured guardrail")
     excluded: bool = Field(False, description="rolled back by a guardrail: weight 0")
     exclusion_reason: str | None = None
@@ -97,6 +113,7 @@ class ShadowSummary(BaseModel):
     percent: float
     requests: int
     errors: int
+    timeouts: int = Field(0, description="mirrored calls that ran past the shadow's timeout")
     dropped: int = Field(description="mirror copies skipped because too many were in flight")
     mean_latency_ms: float | None
     rows: int = Field(description="rows compared with the served prediction")
@@ -153,16 +170,17 @@ class PromoteRequest(ControlRequest):
 
 
 class CreateRequest(BaseModel):
-    """An experiment as in the app config (name, reward, policy, arms, ...), plus a reason."""
+    """An experiment as in the app config (name, reward, policy, arms, ...), plus a reason;
+    the experiment part is validated by the experiment schema itself."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     reason: str = Field("", max_length=1000)
 
 
 class UpdateRequest(ControlRequest):
-    description: str | None = None
+    description: str | None = Field(None, max_length=10_000)
     policy_params: dict[str, Any] | None = None
-    default_arm: str | None = None
+    default_arm: str | None = Field(None, max_length=64)
     feedback_window_s: float | None = Field(None, gt=0)
 
 
@@ -172,7 +190,9 @@ class AuditEntry(BaseModel):
     experiment: str
     action: str
     detail: str
-    actor: str = Field(description="'startup' or the fingerprint of the token used")
+    actor: str = Field(
+        description="'startup', 'lifecycle' or the keyed fingerprint of the token used"
+    )
 
 
 class ErrorBody(BaseModel):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from serve_app.demo_models import load_model, predict_labels
+from serve_app.models.loading import load_model, predict_labels
 
 logger = logging.getLogger("ray.serve")
 

@@ -5,42 +5,34 @@ torch MLP) are trained on scikit-learn's bundled ``load_digits`` data, so a band
 arms whose accuracies really differ. All three share one output contract: given a
 float64 array of shape ``(n, 64)`` they return integer class labels.
 
-The module also holds the helpers the serving side needs for *any* MLflow model:
-:func:`load_model`, :func:`predict_labels` and :func:`model_exists`.
-
-MLflow keeps the tracking and registry URIs in process-wide state. Every function here
-sets them only for the duration of the call and restores the previous values afterwards,
-so importing or calling this module never redirects a caller's own MLflow logging.
+The helpers the serving side needs for *any* MLflow model live in
+:mod:`serve_app.models.loading`; like them, training sets MLflow's tracking and registry
+URIs only for the duration of the call (:func:`serve_app.models.uris.mlflow_uris`).
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import os
 import tempfile
-import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import mlflow
 import mlflow.pyfunc
 import numpy as np
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from serve_app.models.uris import latest_version, mlflow_uris, no_progress_bars
 
 __all__ = [
     "DIGITS_MODELS",
     "EXPERIMENT_NAME",
     "TorchDigitsClassifier",
     "digits_split",
-    "load_model",
-    "model_exists",
-    "predict_labels",
     "train_demo_models",
 ]
 
@@ -65,9 +57,6 @@ _STATE_DICT_KEY = "state_dict"
 # subprocess and costs several seconds per logged model.
 _SKLEARN_REQS = ["mlflow", "scikit-learn", "numpy", "skops"]
 _TORCH_REQS = ["mlflow", "torch", "numpy", "pandas"]
-
-_URI_LOCK = threading.RLock()
-_PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 # --------------------------------------------------------------------------- data
@@ -201,51 +190,6 @@ def _train_mlp(x_train: np.ndarray, y_train: np.ndarray, seed: int) -> Any:
 
 
 @contextmanager
-def _mlflow_uris(tracking_uri: str | None) -> Iterator[None]:
-    """Point MLflow's tracking and registry URIs at ``tracking_uri`` for a block.
-
-    The previous values (including "unset" and the environment variables MLflow mirrors
-    them into) are restored on exit. ``None`` leaves MLflow's configuration untouched.
-    """
-    if tracking_uri is None:
-        yield
-        return
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    with _URI_LOCK:
-        env_before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-        tracking_before = getattr(tracking_utils, "_tracking_uri", None)
-        registry_before = getattr(registry_utils, "_registry_uri", None)
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
-        try:
-            yield
-        finally:
-            mlflow.set_tracking_uri(tracking_before)
-            registry_utils._registry_uri = registry_before
-            for key, value in env_before.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-
-
-@contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """Turn off MLflow's artifact-download progress bars (noise in service logs)."""
-    before = os.environ.get(_PROGRESS_ENV)
-    os.environ[_PROGRESS_ENV] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(_PROGRESS_ENV, None)
-        else:
-            os.environ[_PROGRESS_ENV] = before
-
-
-@contextmanager
 def _quiet_loggers(quiet: bool) -> Iterator[None]:
     """Silence MLflow's and alembic's logging and progress bars for a block when ``quiet``."""
     if not quiet:
@@ -257,21 +201,11 @@ def _quiet_loggers(quiet: bool) -> Iterator[None]:
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         # The registry announces new versions with bare prints to stderr.
-        with _no_progress_bars(), redirect_stderr(io.StringIO()):
+        with no_progress_bars(), redirect_stderr(io.StringIO()):
             yield
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
-
-
-def _latest_version(client: MlflowClient, name: str) -> str | None:
-    """Highest version number of a registered model, or None if it has none."""
-    try:
-        versions = client.search_model_versions(f"name='{name}'")
-    except MlflowException:
-        return None
-    numbers = [int(v.version) for v in versions]
-    return str(max(numbers)) if numbers else None
 
 
 def _experiment_id(client: MlflowClient, artifact_dir: Path) -> str:
@@ -301,7 +235,7 @@ def train_demo_models(
     is trained and the latest versions are returned. Otherwise only the missing models
     are trained (all three when ``force``). Each run logs the test ``accuracy`` metric,
     a model signature, an input example and a drift reference profile (training features
-    and the model's predictions on them, see :mod:`serve_app.drift_profiles`), and registers
+    and the model's predictions on them, see :mod:`serve_app.models.profiles`), and registers
     a new model version.
 
     Args:
@@ -317,12 +251,12 @@ def train_demo_models(
     """
     artifact_path = Path(artifact_dir).resolve()
     artifact_path.mkdir(parents=True, exist_ok=True)
-    with _quiet_loggers(quiet), _mlflow_uris(tracking_uri):
+    with _quiet_loggers(quiet), mlflow_uris(tracking_uri):
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         uris: dict[str, str] = {}
         missing: list[str] = []
         for arm, name in DIGITS_MODELS.items():
-            version = None if force else _latest_version(client, name)
+            version = None if force else latest_version(client, name)
             if version is None:
                 missing.append(arm)
             else:
@@ -360,7 +294,7 @@ def _train_sklearn(
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    from serve_app.drift_profiles import build_profile, log_profile
+    from serve_app.models.profiles import build_profile, log_profile
 
     x_train, x_test, y_train, y_test = data
     estimator.fit(x_train, y_train)
@@ -411,7 +345,7 @@ def _train_torch(data: _Split, seed: int, experiment_id: str, name: str) -> tupl
     import torch
     from mlflow.models import infer_signature
 
-    from serve_app.drift_profiles import build_profile, log_profile
+    from serve_app.models.profiles import build_profile, log_profile
 
     x_train, x_test, y_train, y_test = data
     net = _train_mlp(x_train, y_train, seed)
@@ -442,200 +376,3 @@ def _train_torch(data: _Split, seed: int, experiment_id: str, name: str) -> tupl
 
 
 _TRAINERS = {"logreg": _train_logreg, "forest": _train_forest, "mlp": _train_torch}
-
-
-# --------------------------------------------------------------------------- serving helpers
-
-
-def load_model(uri: str, tracking_uri: str | None = None) -> mlflow.pyfunc.PyFuncModel:
-    """Load any MLflow model as a pyfunc model.
-
-    Args:
-        uri: An MLflow model URI: ``models:/name/1``, ``models:/name@alias``,
-            ``runs:/<run id>/model``, or a local path (plain or ``file://``).
-        tracking_uri: Tracking and registry URI used to resolve ``models:/`` and
-            ``runs:/`` URIs; None uses MLflow's current configuration.
-
-    Returns:
-        The loaded ``mlflow.pyfunc.PyFuncModel``.
-    """
-    with _mlflow_uris(tracking_uri), _no_progress_bars():
-        return mlflow.pyfunc.load_model(uri)
-
-
-def predict_labels(model: Any, features: np.ndarray) -> list[Any]:
-    """Predict and return plain, JSON-serialisable Python values.
-
-    If the model's signature is a tensor spec, ``features`` are cast to its dtype first
-    (so integer pixel lists work against a float64 model).
-
-    Args:
-        model: A pyfunc model (anything with ``predict``).
-        features: Array of shape ``(n, n_features)``.
-
-    Returns:
-        One prediction per row: a Python list of ints, floats, strings or nested lists.
-    """
-    features = np.asarray(features)
-    dtype = _tensor_input_dtype(model)
-    if dtype is not None and features.dtype != dtype:
-        features = features.astype(dtype)
-    return _to_python_list(model.predict(features))
-
-
-def _tensor_input_dtype(model: Any) -> np.dtype | None:
-    """The numpy dtype of a single-tensor input signature, else None."""
-    metadata = getattr(model, "metadata", None)
-    if metadata is None:
-        return None
-    try:
-        schema = metadata.get_input_schema()
-        if schema is None or not schema.is_tensor_spec() or len(schema.inputs) != 1:
-            return None
-        return np.dtype(schema.numpy_types()[0])
-    except (AttributeError, TypeError, MlflowException):
-        return None
-
-
-def _to_python_list(output: Any) -> list[Any]:
-    """Convert model output (ndarray, Series, DataFrame, list, tensor) to a plain list."""
-    if hasattr(output, "columns") and hasattr(output, "to_numpy"):  # DataFrame
-        if len(output.columns) == 1:
-            output = output.iloc[:, 0]
-        else:
-            return [_to_python(row) for row in output.to_numpy(dtype=object)]
-    if hasattr(output, "to_numpy"):  # Series
-        output = output.to_numpy()
-    if hasattr(output, "detach"):  # torch tensor
-        output = output.detach().cpu().numpy()
-    if isinstance(output, np.ndarray):
-        output = list(output) if output.dtype == object else output.tolist()
-    if isinstance(output, Mapping):
-        return [_to_python(output)]
-    if isinstance(output, list | tuple):
-        return [_to_python(item) for item in output]
-    return [_to_python(output)]
-
-
-def _to_python(value: Any) -> Any:
-    """Recursively turn numpy scalars and arrays into Python builtins."""
-    if isinstance(value, np.ndarray):
-        return [_to_python(item) for item in value.tolist()]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Mapping):
-        return {str(k): _to_python(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_to_python(item) for item in value]
-    return value
-
-
-# --------------------------------------------------------------------------- existence check
-
-
-def model_exists(uri: str, tracking_uri: str | None) -> str | None:
-    """Check that a model URI resolves, without loading the model.
-
-    Args:
-        uri: An MLflow model URI (``models:/``, ``runs:/``, local path or ``file://``).
-        tracking_uri: Tracking and registry URI; None uses MLflow's configuration.
-
-    Returns:
-        None if the model exists, else a one-line message saying what is missing.
-        Never raises for a missing model.
-    """
-    where = tracking_uri if tracking_uri is not None else mlflow.get_tracking_uri()
-    try:
-        with _mlflow_uris(tracking_uri), _no_progress_bars():
-            return _model_missing(uri, tracking_uri, where)
-    except Exception as exc:  # a broken store must not crash app startup with a traceback
-        return f"cannot check model {uri!r} in {where}: {_first_line(exc)}"
-
-
-def _model_missing(uri: str, tracking_uri: str | None, where: str) -> str | None:
-    scheme = urlparse(uri).scheme
-    if scheme == "models":
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        return _registered_missing(client, uri, where)
-    if scheme == "runs":
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        return _run_missing(client, uri, where)
-    if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
-        path = Path(unquote(urlparse(uri).path)) if scheme == "file" else Path(uri)
-        if not path.exists():
-            return f"model path {str(path)!r} does not exist"
-        if not (path / "MLmodel").is_file():
-            return f"model path {str(path)!r} has no MLmodel file"
-        return None
-    return _generic_missing(uri)
-
-
-def _registered_missing(client: MlflowClient, uri: str, where: str) -> str | None:
-    """Check ``models:/name/version``, ``models:/name@alias``, stages and ``latest``."""
-    body = uri[len("models:/") :].strip("/")
-    if "@" in body:
-        name, alias = body.rsplit("@", 1)
-        if (msg := _registered_model_missing(client, name, where)) is not None:
-            return msg
-        try:
-            client.get_model_version_by_alias(name, alias)
-        except MlflowException:
-            return f"registered model {name!r} has no alias {alias!r} in {where}"
-        return None
-    if "/" not in body:  # models:/<logged model id> (MLflow 3)
-        try:
-            client.get_logged_model(body)
-        except MlflowException:
-            return f"logged model {body!r} does not exist in {where}"
-        return None
-    name, selector = body.rsplit("/", 1)
-    if (msg := _registered_model_missing(client, name, where)) is not None:
-        return msg
-    if selector.isdigit():
-        try:
-            client.get_model_version(name, selector)
-        except MlflowException:
-            return f"registered model {name!r} has no version {selector} in {where}"
-        return None
-    if selector.lower() == "latest":
-        if _latest_version(client, name) is None:
-            return f"registered model {name!r} has no versions in {where}"
-        return None
-    return _generic_missing(uri)  # a stage name such as "Production"
-
-
-def _registered_model_missing(client: MlflowClient, name: str, where: str) -> str | None:
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        return f"registered model {name!r} does not exist in {where}"
-    return None
-
-
-def _run_missing(client: MlflowClient, uri: str, where: str) -> str | None:
-    """Check ``runs:/<run id>/<path>``: the run exists and has a model at that path."""
-    body = uri[len("runs:/") :].strip("/")
-    run_id, _, model_path = body.partition("/")
-    try:
-        client.get_run(run_id)
-    except MlflowException:
-        return f"run {run_id!r} does not exist in {where}"
-    if model_path:
-        return _generic_missing(uri)
-    return None
-
-
-def _generic_missing(uri: str) -> str | None:
-    """Fallback: ask MLflow to read the model's MLmodel file."""
-    from mlflow.models import get_model_info
-
-    try:
-        get_model_info(uri)
-    except Exception as exc:
-        return f"cannot resolve model {uri!r}: {_first_line(exc)}"
-    return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

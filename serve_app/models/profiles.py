@@ -20,16 +20,23 @@ first live requests with :meth:`ReferenceProfile.from_data`).
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import numpy.typing as npt
 
 from bandits.drift import ReferenceProfile
+from serve_app.models.uris import (
+    ModelUri,
+    client_for,
+    first_line,
+    mlflow_uris,
+    no_progress_bars,
+    parse_model_uri,
+    resolve_version,
+)
 
 __all__ = [
     "ARTIFACT_PATH",
@@ -115,65 +122,38 @@ def load_profile(model_uri: str, tracking_uri: str | None = None) -> ReferencePr
         The profile, or None when the model or its profile is missing, or the profile
         cannot be read (logged at WARNING; a broken profile must not stop serving).
     """
-    from serve_app.demo_models import _mlflow_uris, _no_progress_bars
-
     try:
-        with _mlflow_uris(tracking_uri), _no_progress_bars():
-            text = _profile_text(model_uri, tracking_uri)
+        with mlflow_uris(tracking_uri), no_progress_bars():
+            text = _profile_text(parse_model_uri(model_uri), tracking_uri)
     except Exception as exc:  # an unreachable store or a missing model: no profile
-        logger.warning("no drift profile for %s: %s", model_uri, _first_line(exc))
+        logger.warning("no drift profile for %s: %s", model_uri, first_line(exc))
         return None
     if text is None:
         return None
     try:
         return ReferenceProfile.from_json(text)
     except ValueError as exc:
-        logger.warning("unreadable drift profile for %s: %s", model_uri, _first_line(exc))
+        logger.warning("unreadable drift profile for %s: %s", model_uri, first_line(exc))
         return None
 
 
-def _profile_text(uri: str, tracking_uri: str | None) -> str | None:
-    parsed = urlparse(uri)
-    scheme = parsed.scheme
-    if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
-        path = Path(unquote(parsed.path)) if scheme == "file" else Path(uri)
+def _profile_text(uri: ModelUri, tracking_uri: str | None) -> str | None:
+    if uri.kind == "path":
+        path = Path(uri.path or "")
         for candidate in (path / LOCAL_PROFILE_NAME, path.parent / LOCAL_PROFILE_NAME):
             if candidate.is_file():
                 return candidate.read_text()
         return None
-    if scheme not in ("models", "runs"):
-        return None  # s3://, gs://, ... model stores carry no profile we know of
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    if scheme == "models":
-        run_id = _model_run_id(client, uri)
+    client = client_for(tracking_uri)
+    if uri.kind == "registered":
+        run_id = resolve_version(client, uri).run_id
+    elif uri.kind == "logged":
+        run_id = client.get_logged_model(uri.selector).source_run_id
+    elif uri.kind == "run":
+        run_id = uri.run_id
     else:
-        run_id = uri[len("runs:/") :].strip("/").partition("/")[0]
-    if not run_id:
-        return None
-    return _run_artifact_text(client, run_id)
-
-
-def _model_run_id(client: Any, uri: str) -> str | None:
-    from serve_app.demo_models import _latest_version
-
-    body = uri[len("models:/") :].strip("/")
-    if "@" in body:
-        name, alias = body.rsplit("@", 1)
-        return str(client.get_model_version_by_alias(name, alias).run_id or "") or None
-    if "/" not in body:  # models:/<logged model id> (MLflow 3)
-        return str(client.get_logged_model(body).source_run_id or "") or None
-    name, selector = body.rsplit("/", 1)
-    if selector.lower() == "latest":
-        latest = _latest_version(client, name)
-        if latest is None:
-            return None
-        selector = latest
-    if not selector.isdigit():  # a stage name
-        versions = client.get_latest_versions(name, stages=[selector])
-        return str(versions[0].run_id) if versions else None
-    return str(client.get_model_version(name, selector).run_id or "") or None
+        return None  # s3://, gs://, ... model stores carry no profile we know of
+    return _run_artifact_text(client, str(run_id)) if run_id else None
 
 
 def _run_artifact_text(client: Any, run_id: str) -> str | None:
@@ -184,8 +164,3 @@ def _run_artifact_text(client: Any, run_id: str) -> str | None:
     with tempfile.TemporaryDirectory(prefix="drift-profile-") as tmp:
         local = client.download_artifacts(run_id, ARTIFACT_PATH, tmp)
         return Path(local).read_text()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -58,7 +58,10 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from serve_app.report_render import finite_or_none, render_html, render_plots
+from serve_app.models.uris import registry_version
+from serve_app.report.format import finite_or_none
+from serve_app.report.html import render_html
+from serve_app.report.plots import render_plots
 
 __all__ = [
     "ALIAS_OUTCOMES",
@@ -66,7 +69,6 @@ __all__ = [
     "experiment_name_for",
     "load_alias_version",
     "log_conclusion",
-    "parse_registry_uri",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,7 +90,6 @@ _ARM_METRICS = (
     "p95_latency_ms",
 )
 _TIMELINE_METRICS = ("pulls", "feedback", "reward_sum", "weight")
-_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
 _BAD_KEY_CHARS = re.compile(r"[^\w.\- ]")
 _LOCK = threading.Lock()
 _NONE = "none"
@@ -106,24 +107,6 @@ def experiment_name_for(report: Mapping[str, Any]) -> str:
         'bandit-serve/digits'
     """
     return f"bandit-serve/{report.get('experiment') or 'unnamed'}"
-
-
-def parse_registry_uri(uri: Any) -> tuple[str, str] | None:
-    """``(registered name, version)`` of a ``models:/<name>/<version>`` URI, else None.
-
-    Aliases (``models:/name@champion``), stages (``models:/name/Production``), runs and
-    paths are not registry versions.
-
-    Example:
-        >>> parse_registry_uri("models:/digits-forest/2")
-        ('digits-forest', '2')
-        >>> parse_registry_uri("models:/digits-forest@champion") is None
-        True
-        >>> parse_registry_uri("runs:/abc/model") is None
-        True
-    """
-    match = _REGISTRY_URI.match(uri) if isinstance(uri, str) else None
-    return (match["name"], match["version"]) if match else None
 
 
 def _key(text: str) -> str | None:
@@ -326,7 +309,7 @@ def _alias_tags(
     tags = {f"{TAG_PREFIX}alias": alias}
     winner = report.get("winner")
     uri = next((a.get("model_uri") for a in _arms(report) if a.get("name") == winner), None)
-    target = parse_registry_uri(uri)
+    target = registry_version(uri)
     if winner is None or report.get("outcome") not in ALIAS_OUTCOMES:
         skipped = f"outcome {report.get('outcome')!r}, winner {winner!r}: alias not moved"
     elif target is None:

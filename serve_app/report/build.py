@@ -1,16 +1,18 @@
 """The experiment report: one JSON document with everything the experiment has to say.
 
 Served as ``GET /experiments/{name}/report``, printed and drawn by ``bandit-serve report``
-(:mod:`serve_app.report_render`) and logged with the MLflow run of a conclusion
-(:mod:`serve_app.tracking`). Keys:
+(:mod:`serve_app.report.render`) and logged with the MLflow run of a conclusion
+(:mod:`serve_app.models.tracking`). Keys:
 
 - ``arms``: counts, reward mean, weight, P(best), expected loss, error rate, p95 latency,
   whether a guardrail rolled the arm back (and why), the posterior of its mean, and its
   period-weighted mean (robust to weights changing over time: Simpson's paradox);
-- ``comparisons``: each challenger against the control (:func:`serve_app.analysis.compare`);
+- ``comparisons``: each challenger against the control (:func:`serve_app.experiment.analysis.compare`);
 - ``srm``, ``stopping``, ``guardrails``, ``ramp``: the lifecycle's view now;
-- ``timeline``: cumulative per-arm counts sampled every ``lifecycle.timeline_interval_s``;
-- ``audit``: every transition and change, with who and why;
+- ``timeline``: cumulative per-arm counts sampled as decisions accumulate (at most the
+  requested number of samples, spread over the whole history);
+- ``audit``: every transition and change, with who and why (only for the control token:
+  null otherwise);
 - ``drift``: input and prediction drift when the experiment tracks it (else null);
 - ``mlflow_run_id``: the run recording the conclusion.
 """
@@ -24,10 +26,10 @@ from typing import Any
 
 from bandits import ArmStats
 from bandits.stats import period_weighted_means
-from serve_app.analysis import best_arm, compare, metric_stats, posterior
-from serve_app.lifecycle import ramp_step
-from serve_app.live import LiveExperiment
-from serve_app.store import ArmCounts
+from serve_app.experiment.analysis import compare, metric_stats, posterior
+from serve_app.experiment.lifecycle import ramp_step
+from serve_app.experiment.live import LiveExperiment
+from serve_app.experiment.records import ArmCounts
 
 SRM_ALPHA = 0.001  # the usual SRM alarm level: a mismatch this unlikely means a bug
 
@@ -35,11 +37,12 @@ SRM_ALPHA = 0.001  # the usual SRM alarm level: a mismatch this unlikely means a
 def build_report(
     live: LiveExperiment,
     timeline: Sequence[dict[str, Any]],
-    audit: Sequence[dict[str, Any]],
+    audit: Sequence[dict[str, Any]] | None,
     periods: Sequence[dict[str, ArmStats]],
     drift: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The report of ``live`` with its stored history (timeline, audit log, per-period stats).
+    """The report of ``live`` with its stored history (timeline, audit log or None when the
+    reader may not see it, per-period stats).
 
     Comparisons use the arms still in the experiment plus the control; arms rolled back by a
     guardrail keep their numbers in ``arms``.
@@ -48,8 +51,8 @@ def build_report(
     reward = config.reward
     stats = {arm: live.policy.stats[arm] for arm in config.arm_names}
     weights = live.weights()
-    found = best_arm(stats, reward)
-    probabilities, losses = (found[1], found[2]) if found else ({}, {})
+    found = live.verdict()
+    probabilities, losses = (found.prob_best, found.expected_loss) if found else ({}, {})
     weighted = period_weighted_means(
         [{arm: metric_stats(s, reward) for arm, s in period.items()} for period in periods]
     )
@@ -57,7 +60,7 @@ def build_report(
     for arm_config in config.arms:
         arm = arm_config.name
         counts = live.counts.get(arm, ArmCounts())
-        calls = counts.pulls + counts.forced
+        calls = counts.pulls  # routed calls: forced ones have their own error count
         pwm = weighted.get(arm)
         arms.append(
             {
@@ -74,6 +77,7 @@ def build_report(
                 "prob_best": probabilities.get(arm),
                 "expected_loss": losses.get(arm),
                 "errors": counts.errors,
+                "forced_errors": counts.forced_errors,
                 "fallbacks": counts.fallbacks,
                 "error_rate": counts.errors / calls if calls else 0.0,
                 "p95_latency_ms": live.p95_latency_ms(arm),
@@ -109,7 +113,7 @@ def build_report(
         "guardrails": [vars(check) for check in live.guardrail_checks],
         "ramp": _ramp(live),
         "timeline": [dict(row) for row in timeline],
-        "audit": [_audit_entry(entry) for entry in audit],
+        "audit": None if audit is None else [_audit_entry(entry) for entry in audit],
         "drift": drift,
         "mlflow_run_id": live.mlflow_run_id,
     }

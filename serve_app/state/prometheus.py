@@ -14,7 +14,6 @@ which ``rate()`` handles).
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -26,9 +25,8 @@ from prometheus_client.core import (
     Metric,
 )
 
-LATENCY_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
+from serve_app.experiment.live import LiveExperiment
+from serve_app.experiment.records import LATENCY_BUCKETS, LatencyHistogram
 
 # name -> (type, labels, help)
 SERIES: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -91,10 +89,30 @@ SERIES: dict[str, tuple[str, tuple[str, ...], str]] = {
     ),
     "bandit_shadow_requests": ("counter", ("experiment", "shadow"), "Mirrored calls."),
     "bandit_shadow_errors": ("counter", ("experiment", "shadow"), "Failed mirrored calls."),
+    "bandit_shadow_timeouts": (
+        "counter",
+        ("experiment", "shadow"),
+        "Mirrored calls that ran past the shadow's timeout.",
+    ),
+    "bandit_shadow_dropped": (
+        "counter",
+        ("experiment", "shadow"),
+        "Mirror copies not sent because too many were in flight.",
+    ),
     "bandit_shadow_agreement": (
         "gauge",
         ("experiment", "shadow"),
         "Share of rows where the shadow predicted what the served arm predicted.",
+    ),
+    "bandit_state_restore_problems": (
+        "gauge",
+        (),
+        "Stored rows or experiments the state left out at its last start (see the audit log).",
+    ),
+    "bandit_state_duplicate_batches": (
+        "counter",
+        (),
+        "Router sync batches received again and acknowledged without being added twice.",
     ),
 }
 STATUSES = ("draft", "running", "paused", "concluded")
@@ -113,11 +131,6 @@ def exported_names() -> set[str]:
     return names
 
 
-def latency_bucket(seconds: float) -> int:
-    """Index of the histogram bucket for one observation (``len(LATENCY_BUCKETS)``: +Inf)."""
-    return bisect.bisect_left(LATENCY_BUCKETS, seconds)
-
-
 class _Families:
     """Builds one metric family per series, with its documented type, labels and help."""
 
@@ -134,14 +147,12 @@ class _Families:
     def add(self, name: str, labels: Iterable[str], value: float) -> None:
         self.families[name].add_metric(list(labels), value)  # type: ignore[attr-defined]
 
-    def add_histogram(
-        self, name: str, labels: Iterable[str], buckets: Mapping[int, float], total: float
-    ) -> None:
+    def add_histogram(self, name: str, labels: Iterable[str], histogram: LatencyHistogram) -> None:
         cumulative, rows = 0.0, []
-        for index, bound in enumerate((*LATENCY_BUCKETS, float("inf"))):
-            cumulative += buckets.get(index, 0)
+        for count, bound in zip(histogram.counts, (*LATENCY_BUCKETS, float("inf")), strict=True):
+            cumulative += count
             rows.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-        self.families[name].add_metric(list(labels), rows, total)  # type: ignore[attr-defined]
+        self.families[name].add_metric(list(labels), rows, histogram.sum_s)  # type: ignore[attr-defined]
 
 
 class _Snapshot:
@@ -154,15 +165,43 @@ class _Snapshot:
         yield from self._families
 
 
-def render(experiments: Iterable[Mapping[str, Any]]) -> bytes:
+def experiment_metrics(
+    live: LiveExperiment, circuits: Iterable[Mapping[str, Mapping[str, str]]]
+) -> dict[str, Any]:
+    """One experiment's summary with the metric-only fields :func:`render` takes.
+
+    ``circuits``: each router replica's circuit states (``{experiment: {arm: state}}``).
+    """
+    name = live.name
+    summary = live.summary()
+    seen = list(circuits)
+    return {
+        **summary,
+        "latency": dict(live.latency),
+        "circuit_open": {
+            arm: sum(1 for c in seen if c.get(name, {}).get(arm, "closed") != "closed")
+            for arm in live.config.arm_names
+        },
+        "guardrail_breached": {arm["name"]: arm["guardrail_breached"] for arm in summary["arms"]},
+        "drift_features": live.drift.psi_by_feature() if live.drift else {},
+        "drift_arms": live.drift.psi_by_arm() if live.drift else {},
+    }
+
+
+def render(
+    experiments: Iterable[Mapping[str, Any]], state: Mapping[str, float] | None = None
+) -> bytes:
     """The text format for experiment summaries extended with the metric-only fields.
 
     Each mapping is an experiment summary (see ``LiveExperiment.summary``) plus
-    ``latency`` ({arm: {"buckets": {index: n}, "sum": s}}), ``circuit_open`` ({arm: n}),
+    ``latency`` ({arm: LatencyHistogram}), ``circuit_open`` ({arm: n}),
     ``guardrail_breached`` ({arm: bool}), ``srm_p_value`` (float or None) and per-shadow
-    fields already in the summary.
+    fields already in the summary. ``state`` holds the label-less ``bandit_state_*``
+    series by name.
     """
     families = _Families()
+    for series, value in (state or {}).items():
+        families.add(series, (), value)
     for experiment in experiments:
         name = experiment["name"]
         for arm in experiment["arms"]:
@@ -173,7 +212,8 @@ def render(experiments: Iterable[Mapping[str, Any]]) -> bytes:
             families.add("bandit_arm_feedback", labels, arm["feedback"])
             families.add("bandit_arm_reward_sum", labels, arm["reward_sum"])
             families.add("bandit_arm_weight", labels, arm["weight"])
-            families.add("bandit_arm_prob_best", labels, arm["prob_best"])
+            if arm["prob_best"] is not None:
+                families.add("bandit_arm_prob_best", labels, arm["prob_best"])
             families.add("bandit_arm_posterior_mean", labels, arm["reward_mean"])
             families.add(
                 "bandit_arm_circuit_open", labels, experiment["circuit_open"].get(arm["name"], 0)
@@ -181,13 +221,8 @@ def render(experiments: Iterable[Mapping[str, Any]]) -> bytes:
             breached = experiment["guardrail_breached"].get(arm["name"], False)
             families.add("bandit_arm_guardrail_breached", labels, float(breached))
             families.add("bandit_arm_rolled_back", labels, float(arm.get("excluded", False)))
-            latency = experiment["latency"].get(arm["name"], {})
-            families.add_histogram(
-                "bandit_arm_latency_seconds",
-                labels,
-                latency.get("buckets", {}),
-                latency.get("sum", 0.0),
-            )
+            latency = experiment["latency"].get(arm["name"], LatencyHistogram())
+            families.add_histogram("bandit_arm_latency_seconds", labels, latency)
         if experiment["srm_p_value"] is not None:
             families.add("bandit_experiment_srm_p_value", (name,), experiment["srm_p_value"])
         for status in STATUSES:
@@ -205,6 +240,8 @@ def render(experiments: Iterable[Mapping[str, Any]]) -> bytes:
             labels = (name, shadow["name"])
             families.add("bandit_shadow_requests", labels, shadow["requests"])
             families.add("bandit_shadow_errors", labels, shadow["errors"])
+            families.add("bandit_shadow_timeouts", labels, shadow.get("timeouts", 0))
+            families.add("bandit_shadow_dropped", labels, shadow.get("dropped", 0))
             if shadow["agreement"] is not None:
                 families.add("bandit_shadow_agreement", labels, shadow["agreement"])
     registry = CollectorRegistry(auto_describe=False)

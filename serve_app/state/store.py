@@ -1,246 +1,71 @@
 """The experiment store: SQLAlchemy Core over SQLite (embedded default) or PostgreSQL.
 
-Only the experiment-state deployment writes here, one transaction per batch (group commit),
-so feedback is durable before any client hears 200. Tables:
+Only the experiment-state deployment writes here, one transaction per batch, so feedback is
+durable before any client hears 200 and counts are added exactly once:
 
-- ``meta``: key/value settings, e.g. the generated decision-signing secret;
-- ``experiments``: config, status and revision (bumped when the config changes);
-- ``arm_stats``: additive sufficient statistics per (experiment, period, arm); a period is a
-  revision, so counts under different weights stay apart and the posterior is their sum;
-- ``rewards``: one row per accepted feedback, keyed by the decision nonce — the unique key is
-  what makes feedback exactly-once, across restarts too;
-- ``audit_log``: every create and config change, when, what and why.
+- :meth:`ExperimentStore.commit_sync` writes a router's sync batch and its sequence number
+  in one transaction; a batch whose number was applied already changes nothing;
+- :meth:`ExperimentStore.commit_feedback` inserts a group commit's rewards (the decision
+  nonce is the unique key), decides for each record whether it is new, this request's own
+  retry, a client's replay of the same feedback or a conflicting second reward, and adds the
+  :func:`~serve_app.experiment.records.feedback_delta` of the new ones, which it returns so
+  the state adds exactly those sums to memory.
+
+Reading an experiment back (:meth:`ExperimentStore.load_experiment`) sums its rows in Python,
+row by row, so a row that cannot be loaded (a value no valid delta can produce) is left out
+and reported instead of keeping the app from starting. The tables are in
+:mod:`serve_app.state.schema`.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Self
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bandits import ArmStats
-
-metadata = sa.MetaData()
-
-meta_table = sa.Table(
-    "meta",
-    metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
+from serve_app.experiment.records import (
+    ArmCounts,
+    Delta,
+    FeedbackOutcome,
+    FeedbackRecord,
+    ShadowCounts,
+    feedback_delta,
+)
+from serve_app.files import private_file
+from serve_app.state.schema import (
+    COUNT_COLUMNS,
+    arm_stats_table,
+    arms_table,
+    assignments_table,
+    audit_table,
+    drift_references_table,
+    experiments_table,
+    lifecycle_table,
+    meta_table,
+    metric_stats_table,
+    migrate,
+    rewards_table,
+    shadow_stats_table,
+    sync_log_table,
+    timeline_table,
 )
 
-experiments_table = sa.Table(
-    "experiments",
-    metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("revision", sa.Integer, nullable=False),
-    sa.Column("status", sa.String(32), nullable=False),
-    sa.Column("outcome", sa.String(32), nullable=True),
-    sa.Column("winner", sa.String(64), nullable=True),
-    # config: in force now (runtime changes included); source_config: as deployed. A restart
-    # with an unchanged deployed config keeps the runtime changes; a new one replaces them.
-    sa.Column("config", sa.Text, nullable=False),
-    sa.Column("source_config", sa.Text, nullable=False),
-    # "config": deployed with the app's config; "api": created through the control plane.
-    sa.Column("origin", sa.String(16), nullable=False, default="config"),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
-)
-
-arms_table = sa.Table(
-    "arms",
-    metadata,
-    sa.Column("experiment", sa.String(64), primary_key=True),
-    sa.Column("arm", sa.String(64), primary_key=True),
-    sa.Column("model_uri", sa.Text, nullable=False),
-    sa.Column("added_at", sa.Float, nullable=False),
-)
-
-assignments_table = sa.Table(
-    "assignments",
-    metadata,
-    sa.Column("experiment", sa.String(64), primary_key=True),
-    sa.Column("unit_id", sa.String(256), primary_key=True),
-    sa.Column("arm", sa.String(64), nullable=False),
-    sa.Column("propensity", sa.Float, nullable=False),
-    sa.Column("revision", sa.Integer, nullable=False),
-    sa.Column("assigned_at", sa.Float, nullable=False),
-)
-
-arm_stats_table = sa.Table(
-    "arm_stats",
-    metadata,
-    sa.Column("experiment", sa.String(64), primary_key=True),
-    sa.Column("period", sa.Integer, primary_key=True),
-    sa.Column("arm", sa.String(64), primary_key=True),
-    sa.Column("pulls", sa.BigInteger, nullable=False, default=0),
-    sa.Column("feedback", sa.BigInteger, nullable=False, default=0),
-    sa.Column("reward_sum", sa.Float, nullable=False, default=0.0),
-    sa.Column("reward_sum_squares", sa.Float, nullable=False, default=0.0),
-    sa.Column("errors", sa.BigInteger, nullable=False, default=0),
-    sa.Column("forced", sa.BigInteger, nullable=False, default=0),
-    sa.Column("fallbacks", sa.BigInteger, nullable=False, default=0),
-    # sum over routed decisions of the probability the arm had: SRM's expected count
-    sa.Column("expected", sa.Float, nullable=False, default=0.0),
-)
-
-# The additive columns of arm_stats, summed over periods when an experiment is loaded.
-ARM_COLUMNS = (
-    "pulls",
-    "feedback",
-    "reward_sum",
-    "reward_sum_squares",
+SHADOW_COLUMNS = (
+    "requests",
     "errors",
-    "forced",
-    "fallbacks",
-    "expected",
+    "timeouts",
+    "dropped",
+    "latency_sum_s",
+    "rows",
+    "agree_rows",
 )
-
-shadow_stats_table = sa.Table(
-    "shadow_stats",
-    metadata,
-    sa.Column("experiment", sa.String(64), primary_key=True),
-    sa.Column("shadow", sa.String(64), primary_key=True),
-    sa.Column("requests", sa.BigInteger, nullable=False, default=0),
-    sa.Column("errors", sa.BigInteger, nullable=False, default=0),
-    sa.Column("dropped", sa.BigInteger, nullable=False, default=0),
-    sa.Column("latency_sum_s", sa.Float, nullable=False, default=0.0),
-    sa.Column("rows", sa.BigInteger, nullable=False, default=0),
-    sa.Column("agree_rows", sa.BigInteger, nullable=False, default=0),
-)
-
-rewards_table = sa.Table(
-    "rewards",
-    metadata,
-    sa.Column("decision_key", sa.String(64), primary_key=True),
-    sa.Column("experiment", sa.String(64), nullable=False, index=True),
-    sa.Column("revision", sa.Integer, nullable=False),
-    sa.Column("arm", sa.String(64), nullable=False),
-    sa.Column("reward", sa.Float, nullable=False),
-    sa.Column("propensity", sa.Float, nullable=False),
-    sa.Column("learned", sa.Boolean, nullable=False),
-    sa.Column("issued_at", sa.Float, nullable=False),
-    sa.Column("received_at", sa.Float, nullable=False),
-)
-
-# Feedback metrics (guardrails): additive sums per (experiment, period, arm, metric).
-metric_stats_table = sa.Table(
-    "metric_stats",
-    metadata,
-    sa.Column("experiment", sa.String(64), primary_key=True),
-    sa.Column("period", sa.Integer, primary_key=True),
-    sa.Column("arm", sa.String(64), primary_key=True),
-    sa.Column("metric", sa.String(64), primary_key=True),
-    sa.Column("n", sa.BigInteger, nullable=False, default=0),
-    sa.Column("sum", sa.Float, nullable=False, default=0.0),
-    sa.Column("sum_squares", sa.Float, nullable=False, default=0.0),
-)
-
-# The lifecycle's own state: when the experiment started running and its current period
-# began (ramp steps wait in a period), arms rolled back by a guardrail, the conclusion's
-# MLflow run and a standing recommendation (stopping action "recommend").
-lifecycle_table = sa.Table(
-    "lifecycle",
-    metadata,
-    sa.Column("experiment", sa.String(64), primary_key=True),
-    sa.Column("started_at", sa.Float, nullable=True),
-    sa.Column("period_started_at", sa.Float, nullable=True),
-    sa.Column("excluded", sa.Text, nullable=False, default="{}"),
-    sa.Column("mlflow_run_id", sa.String(64), nullable=True),
-    sa.Column("recommendation", sa.Text, nullable=True),
-)
-
-# Cumulative per-arm counts sampled every few seconds: traffic share and reward over time.
-timeline_table = sa.Table(
-    "timeline",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("experiment", sa.String(64), nullable=False, index=True),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Column("arm", sa.String(64), nullable=False),
-    sa.Column("pulls", sa.BigInteger, nullable=False),
-    sa.Column("feedback", sa.BigInteger, nullable=False),
-    sa.Column("reward_sum", sa.Float, nullable=False),
-    sa.Column("weight", sa.Float, nullable=False),
-)
-
-# Drift references taken from live traffic for models stored without a profile
-# (arm "" holds the feature profile of the experiment).
-drift_references_table = sa.Table(
-    "drift_references",
-    metadata,
-    sa.Column("experiment", sa.String(64), primary_key=True),
-    sa.Column("arm", sa.String(64), primary_key=True),
-    sa.Column("profile", sa.Text, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
-
-audit_table = sa.Table(
-    "audit_log",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Column("experiment", sa.String(64), nullable=False, index=True),
-    sa.Column("action", sa.String(32), nullable=False),
-    sa.Column("detail", sa.Text, nullable=False),
-    sa.Column("actor", sa.String(64), nullable=False),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class FeedbackRecord:
-    """One verified feedback, ready to store. ``learned`` is False for fallback answers."""
-
-    decision_key: str
-    experiment: str
-    revision: int
-    arm: str
-    reward: float
-    propensity: float
-    issued_at: float
-    learned: bool = True
-    metrics: Mapping[str, float] | None = None  # guardrail metrics sent with the feedback
-
-
-class _Additive:
-    """Field-wise ``a + b`` for the count dataclasses below, so batches merge exactly."""
-
-    __slots__ = ()
-
-    def __add__(self, other: Self) -> Self:
-        names = [field.name for field in fields(self)]  # type: ignore[arg-type]
-        return type(self)(**{name: getattr(self, name) + getattr(other, name) for name in names})
-
-
-@dataclass(frozen=True, slots=True)
-class ArmCounts(_Additive):
-    """Counts for one arm that are not feedback: routed decisions (``pulls``, the policy's
-    choices), failed calls, forced requests (QA overrides, not learned) and fallback answers
-    given for this arm by the default arm."""
-
-    pulls: int = 0
-    errors: int = 0
-    forced: int = 0
-    fallbacks: int = 0
-    expected: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class ShadowCounts(_Additive):
-    """Mirrored traffic to one shadow model: its answers are dropped, only these remain."""
-
-    requests: int = 0
-    errors: int = 0
-    dropped: int = 0
-    latency_sum_s: float = 0.0
-    rows: int = 0
-    agree_rows: int = 0
+LEGACY_SECRET_KEY = "decision_secret"
 
 
 def _enable_sqlite_durability(dbapi_connection: Any, _record: Any) -> None:
@@ -254,22 +79,47 @@ def _enable_sqlite_durability(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(url: str) -> Engine:
-    """An engine for ``url`` with SQLite made durable and its parent directory created."""
+    """An engine for ``url``; a SQLite file is created ``0600`` in a ``0700`` directory."""
     if url.startswith("sqlite"):
         database = sa.engine.make_url(url).database
         if database and database != ":memory:":
-            from pathlib import Path
-
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            private_file(database)
         engine = sa.create_engine(url)
         sa.event.listen(engine, "connect", _enable_sqlite_durability)
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
 def initial_status(config: Mapping[str, Any]) -> str:
     """A new (or redeployed) experiment starts as a draft when its config says so."""
     return "draft" if config.get("draft") else "running"
+
+
+@dataclass
+class StoredExperiment:
+    """One experiment as the store holds it, summed over its periods.
+
+    ``problems`` names the rows that were left out because they cannot be loaded.
+    """
+
+    name: str
+    revision: int
+    status: str
+    outcome: str | None
+    winner: str | None
+    config: str
+    origin: str
+    counts: dict[str, ArmCounts] = field(default_factory=dict)
+    period_counts: dict[str, ArmCounts] = field(default_factory=dict)
+    stats: dict[str, ArmStats] = field(default_factory=dict)
+    metrics: dict[str, dict[str, ArmStats]] = field(default_factory=dict)
+    shadows: dict[str, ShadowCounts] = field(default_factory=dict)
+    lifecycle: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
 
 
 class ExperimentStore:
@@ -278,7 +128,7 @@ class ExperimentStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
-        metadata.create_all(self.engine)
+        self.added_columns = migrate(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -287,21 +137,30 @@ class ExperimentStore:
         with self.engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
 
-    def secret(self, name: str = "decision_secret") -> bytes:
-        """The stored signing secret, generated once so decision ids outlive restarts.
+    def _insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT, which has ``on_conflict_do_nothing/update``."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
 
-        Two processes starting at once agree: the first insert wins, both read it back.
-        """
+    # ---------------------------------------------------------------- meta
+
+    def meta(self, key: str) -> str | None:
+        with self.engine.connect() as connection:
+            return connection.execute(
+                sa.select(meta_table.c.value).where(meta_table.c.key == key)
+            ).scalar_one_or_none()
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Set (or, with None, delete) one setting."""
         with self.engine.begin() as connection:
-            connection.execute(
-                self._insert(meta_table)
-                .values(key=name, value=secrets.token_hex(32))
-                .on_conflict_do_nothing(index_elements=["key"])
-            )
-            value = connection.execute(
-                sa.select(meta_table.c.value).where(meta_table.c.key == name)
-            ).scalar_one()
-        return bytes.fromhex(value)
+            connection.execute(sa.delete(meta_table).where(meta_table.c.key == key))
+            if value is not None:
+                connection.execute(sa.insert(meta_table).values(key=key, value=value))
+
+    # ---------------------------------------------------------------- experiments
 
     def ensure_experiment(self, name: str, config: Mapping[str, Any], actor: str) -> int:
         """Create the experiment, or bump its revision when its deployed config changed.
@@ -410,41 +269,6 @@ class ExperimentStore:
                 )
             )
 
-    def arms(self, experiment: str) -> list[dict[str, Any]]:
-        """Every arm the experiment has had, with its model URI."""
-        query = sa.select(arms_table).where(arms_table.c.experiment == experiment)
-        with self.engine.connect() as connection:
-            return [dict(row._mapping) for row in connection.execute(query)]
-
-    def assign(
-        self, experiment: str, unit_id: str, arm: str, propensity: float, revision: int
-    ) -> tuple[str, float]:
-        """Keep a unit on its first arm: store (unit -> arm) unless the unit has one already.
-
-        Returns:
-            The unit's arm and the propensity it was first assigned with.
-        """
-        with self.engine.begin() as connection:
-            connection.execute(
-                self._insert(assignments_table)
-                .values(
-                    experiment=experiment,
-                    unit_id=unit_id,
-                    arm=arm,
-                    propensity=propensity,
-                    revision=revision,
-                    assigned_at=time.time(),
-                )
-                .on_conflict_do_nothing(index_elements=["experiment", "unit_id"])
-            )
-            row = connection.execute(
-                sa.select(assignments_table.c.arm, assignments_table.c.propensity).where(
-                    (assignments_table.c.experiment == experiment)
-                    & (assignments_table.c.unit_id == unit_id)
-                )
-            ).one()
-        return str(row.arm), float(row.propensity)
-
     def update_experiment(
         self,
         name: str,
@@ -477,103 +301,186 @@ class ExperimentStore:
             self._audit(connection, name, action, {**detail, "revision": revision}, actor)
         return int(revision)
 
-    def experiment_row(self, name: str) -> dict[str, Any] | None:
+    def load_experiment(self, name: str) -> StoredExperiment | None:
+        """The experiment with its counts, feedback and lifecycle, summed over periods."""
         with self.engine.connect() as connection:
             row = connection.execute(
                 sa.select(experiments_table).where(experiments_table.c.name == name)
             ).first()
-        return None if row is None else dict(row._mapping)
+            if row is None:
+                return None
+            stored = StoredExperiment(
+                name=name,
+                revision=int(row.revision),
+                status=row.status,
+                outcome=row.outcome,
+                winner=row.winner,
+                config=row.config,
+                origin=row.origin,
+            )
+            columns = arm_stats_table.c
+            for stat in connection.execute(
+                sa.select(arm_stats_table).where(columns.experiment == name)
+            ):
+                self._load_arm_row(stored, stat)
+            metric = metric_stats_table.c
+            for value in connection.execute(
+                sa.select(metric_stats_table).where(metric.experiment == name)
+            ):
+                try:
+                    sums = ArmStats(0, int(value.n), float(value.sum), float(value.sum_squares))
+                except ValueError as error:
+                    stored.problems.append(
+                        f"metric_stats {name}/{value.period}/{value.arm}/{value.metric}: {error}"
+                    )
+                    continue
+                per_arm = stored.metrics.setdefault(value.arm, {})
+                per_arm[value.metric] = per_arm.get(value.metric, ArmStats()) + sums
+            shadow = shadow_stats_table.c
+            for value in connection.execute(
+                sa.select(shadow_stats_table).where(shadow.experiment == name)
+            ):
+                try:
+                    counts = ShadowCounts(**{c: getattr(value, c) for c in SHADOW_COLUMNS})
+                except ValueError as error:
+                    stored.problems.append(f"shadow_stats {name}/{value.shadow}: {error}")
+                    continue
+                stored.shadows[value.shadow] = counts
+        stored.lifecycle = self.lifecycle(name)
+        return stored
 
-    def _arm_totals(self, experiment: str) -> list[Any]:
-        """Every arm_stats column summed over all periods, one row per arm."""
-        columns = arm_stats_table.c
-        summed = [sa.func.sum(getattr(columns, name)).label(name) for name in ARM_COLUMNS]
-        query = (
-            sa.select(columns.arm, *summed)
-            .where(columns.experiment == experiment)
-            .group_by(columns.arm)
-        )
-        with self.engine.connect() as connection:
-            return list(connection.execute(query))
-
-    def load_stats(self, experiment: str) -> tuple[dict[str, ArmStats], dict[str, int]]:
-        """Per-arm statistics summed over all periods, and per-arm error counts."""
-        rows = self._arm_totals(experiment)
-        stats = {
-            row.arm: ArmStats(
+    @staticmethod
+    def _load_arm_row(stored: StoredExperiment, row: Any) -> None:
+        where = f"arm_stats {stored.name}/{row.period}/{row.arm}"
+        try:
+            counts = ArmCounts(
+                **{
+                    c: float(row.expected) if c == "expected" else int(getattr(row, c))
+                    for c in COUNT_COLUMNS
+                }
+            )
+            learned = ArmStats(
                 int(row.pulls),
                 int(row.feedback),
                 float(row.reward_sum),
                 float(row.reward_sum_squares),
             )
-            for row in rows
-        }
-        return stats, {row.arm: int(row.errors) for row in rows}
+        except (ValueError, TypeError) as error:
+            stored.problems.append(f"{where}: {error}")
+            return
+        stored.counts[row.arm] = stored.counts.get(row.arm, ArmCounts()) + counts
+        stored.stats[row.arm] = stored.stats.get(row.arm, ArmStats()) + learned
+        if int(row.period) == stored.revision:
+            stored.period_counts[row.arm] = counts
 
-    def record(
-        self,
-        counts: Mapping[tuple[str, int, str], ArmCounts],
-        feedback: Iterable[FeedbackRecord],
-        shadows: Mapping[tuple[str, str], ShadowCounts] | None = None,
-    ) -> list[bool]:
-        """Write a batch in ONE transaction: counts, and each feedback at most once.
+    def period_stats(self, experiment: str) -> list[dict[str, ArmStats]]:
+        """Learned statistics per period (revision), oldest first: for period-weighted means.
+        Rows that cannot be loaded are left out (:meth:`load_experiment` reports them)."""
+        columns = arm_stats_table.c
+        query = (
+            sa.select(arm_stats_table)
+            .where(columns.experiment == experiment)
+            .order_by(columns.period, columns.arm)
+        )
+        periods: dict[int, dict[str, ArmStats]] = {}
+        with self.engine.connect() as connection:
+            for row in connection.execute(query):
+                try:
+                    stats = ArmStats(
+                        int(row.pulls),
+                        int(row.feedback),
+                        float(row.reward_sum),
+                        float(row.reward_sum_squares),
+                    )
+                except ValueError:
+                    continue
+                periods.setdefault(int(row.period), {})[row.arm] = stats
+        return [periods[period] for period in sorted(periods)]
 
-        Safe under concurrent writers (several processes, or SQLite and PostgreSQL alike):
-        rewards are inserted with ``ON CONFLICT DO NOTHING ... RETURNING`` so the unique key
-        decides which writer stored a decision, counters are upserts that add, and rows are
-        written in sorted key order so concurrent transactions cannot deadlock.
+    # ---------------------------------------------------------------- the write path
 
-        Args:
-            counts: (experiment, revision, arm) -> pulls, errors, forced, fallbacks to add.
-            feedback: verified feedback records.
-            shadows: (experiment, shadow) -> mirrored-traffic counts to add.
+    def commit_sync(self, router_id: str, seq: int, delta: Delta) -> bool:
+        """Add one router's sync batch unless batch ``seq`` of ``router_id`` (or a later
+        one) was applied already; the sequence number is stored in the same transaction.
 
         Returns:
-            For each feedback record, True if it was stored now, False if its decision already
-            had feedback (in the store or earlier in this batch).
+            True if added now, False for a batch that was applied before (changes nothing).
         """
-        records = list(feedback)
-        first: dict[str, FeedbackRecord] = {}
-        for record in records:
-            first.setdefault(record.decision_key, record)
+        statement = self._insert(sync_log_table).values(
+            router_id=router_id, last_seq=seq, updated_at=time.time()
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=["router_id"],
+            set_={
+                "last_seq": statement.excluded.last_seq,
+                "updated_at": statement.excluded.updated_at,
+            },
+            where=sync_log_table.c.last_seq < statement.excluded.last_seq,
+        ).returning(sync_log_table.c.router_id)
+        with self.engine.begin() as connection:
+            if connection.execute(statement).first() is None:
+                return False
+            self._write_delta(connection, delta)
+        return True
+
+    def last_sync(self, router_id: str) -> int | None:
+        """The last batch applied for ``router_id`` (None: never synced)."""
+        with self.engine.connect() as connection:
+            return connection.execute(
+                sa.select(sync_log_table.c.last_seq).where(sync_log_table.c.router_id == router_id)
+            ).scalar_one_or_none()
+
+    def prune_sync_log(self, older_than: float) -> int:
+        """Forget routers that have not synced since ``older_than`` (replicas long gone)."""
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                sa.delete(sync_log_table).where(sync_log_table.c.updated_at < older_than)
+            )
+        return int(result.rowcount or 0)
+
+    def commit_feedback(
+        self, records: Sequence[FeedbackRecord]
+    ) -> tuple[list[FeedbackOutcome], Delta]:
+        """Store a group commit in ONE transaction; each decision takes one feedback.
+
+        Safe under concurrent writers (SQLite and PostgreSQL alike): rewards are inserted
+        with ``ON CONFLICT DO NOTHING ... RETURNING`` so the unique key decides which writer
+        stored a decision, sums are upserts that add, and rows are written in sorted key
+        order so concurrent transactions cannot deadlock.
+
+        Returns:
+            Per record, its :class:`FeedbackOutcome`; and the delta that was added (the sums
+            of the records stored now), for the state to add to memory.
+        """
+        first: dict[str, int] = {}  # decision key -> index of its first record
+        for index, record in enumerate(records):
+            first.setdefault(record.decision_key, index)
         received_at = time.time()
         with self.engine.begin() as connection:
             stored = self._insert_rewards(
-                connection, sorted(first.values(), key=lambda r: r.decision_key), received_at
+                connection, [records[first[key]] for key in sorted(first)], received_at
             )
-            deltas: dict[tuple[str, int, str], list[float]] = {}
-            for key in stored:
-                record = first[key]
-                if record.learned:
-                    delta = deltas.setdefault(
-                        (record.experiment, record.revision, record.arm), [0, 0.0, 0.0]
-                    )
-                    delta[0] += 1
-                    delta[1] += record.reward
-                    delta[2] += record.reward * record.reward
-            for key in sorted(set(counts) | set(deltas)):
-                count = counts.get(key, ArmCounts())
-                n, total, squares = deltas.get(key, (0, 0.0, 0.0))
-                self._add_stats(connection, key, count, int(n), float(total), float(squares))
-            self._add_metrics(connection, [first[key] for key in stored])
-            for experiment, shadow in sorted(shadows or {}):
-                self._add_shadow(
-                    connection, experiment, shadow, (shadows or {})[(experiment, shadow)]
-                )
-        accepted, claimed = [], set()
-        for record in records:
-            ok = record.decision_key in stored and record.decision_key not in claimed
-            claimed.add(record.decision_key)
-            accepted.append(ok)
-        return accepted
-
-    def _insert(self, table: sa.Table) -> Any:
-        """The dialect's INSERT, which has ``on_conflict_do_nothing/update``."""
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(table)
+            earlier = self._stored_rewards(connection, [key for key in first if key not in stored])
+            delta = feedback_delta(records[first[key]] for key in sorted(stored))
+            self._write_delta(connection, delta)
+        outcomes = []
+        for index, record in enumerate(records):
+            key = record.decision_key
+            if key in stored and first[key] == index:
+                outcomes.append(FeedbackOutcome.STORED)
+                continue
+            if key in stored:
+                previous = records[first[key]]
+                reward, metrics, commit_id = previous.reward, dict(previous.metrics), ""
+            else:
+                reward, metrics, commit_id = earlier[key]
+            if not record.same_outcome(reward, metrics):
+                outcomes.append(FeedbackOutcome.CONFLICT)
+            elif commit_id and commit_id == record.commit_id:
+                outcomes.append(FeedbackOutcome.STORED)  # our own earlier attempt stored it
+            else:
+                outcomes.append(FeedbackOutcome.REPLAYED)
+        return outcomes, delta
 
     def _insert_rewards(
         self, connection: sa.Connection, records: list[FeedbackRecord], received_at: float
@@ -592,6 +499,8 @@ class ExperimentStore:
                     "learned": record.learned,
                     "issued_at": record.issued_at,
                     "received_at": received_at,
+                    "metrics": json.dumps(dict(record.metrics)) if record.metrics else None,
+                    "commit_id": record.commit_id or None,
                 }
                 for record in records[start : start + 500]
             ]
@@ -604,63 +513,59 @@ class ExperimentStore:
             stored.update(connection.execute(statement).scalars())
         return stored
 
-    def _add_stats(
-        self,
-        connection: sa.Connection,
-        key: tuple[str, int, str],
-        counts: ArmCounts,
-        feedback: int,
-        reward_sum: float,
-        reward_sum_squares: float,
-    ) -> None:
-        experiment, period, arm = key
-        values = {
-            "pulls": counts.pulls,
-            "errors": counts.errors,
-            "forced": counts.forced,
-            "fallbacks": counts.fallbacks,
-            "expected": counts.expected,
-            "feedback": feedback,
-            "reward_sum": reward_sum,
-            "reward_sum_squares": reward_sum_squares,
-        }
-        self._upsert_add(
-            connection,
-            arm_stats_table,
-            {"experiment": experiment, "period": period, "arm": arm},
-            values,
-        )
+    @staticmethod
+    def _stored_rewards(
+        connection: sa.Connection, keys: list[str]
+    ) -> dict[str, tuple[float, dict[str, float], str]]:
+        """``(reward, metrics, commit_id)`` of feedback stored before, by decision key."""
+        found: dict[str, tuple[float, dict[str, float], str]] = {}
+        columns = rewards_table.c
+        for start in range(0, len(keys), 500):
+            query = sa.select(
+                columns.decision_key, columns.reward, columns.metrics, columns.commit_id
+            ).where(columns.decision_key.in_(keys[start : start + 500]))
+            for row in connection.execute(query):
+                metrics = json.loads(row.metrics) if row.metrics else {}
+                found[row.decision_key] = (float(row.reward), metrics, row.commit_id or "")
+        return found
 
-    def _add_metrics(self, connection: sa.Connection, records: list[FeedbackRecord]) -> None:
-        """Sum the guardrail metrics of newly stored, learned feedback per arm and metric."""
-        sums: dict[tuple[str, int, str, str], list[float]] = {}
-        for record in records:
-            if not record.learned or not record.metrics:
-                continue
-            for metric, value in record.metrics.items():
-                key = (record.experiment, record.revision, record.arm, metric)
-                total = sums.setdefault(key, [0.0, 0.0, 0.0])
-                total[0] += 1
-                total[1] += value
-                total[2] += value * value
-        for (experiment, period, arm, metric), (n, total, squares) in sorted(sums.items()):
+    def _write_delta(self, connection: sa.Connection, delta: Delta) -> None:
+        """Add a delta's sums to their rows, in sorted key order."""
+        keys = sorted(set(delta.arms) | set(delta.rewards))
+        for key in keys:
+            experiment, period, arm = key
+            counts = delta.arms.get(key, ArmCounts())
+            rewards = delta.rewards.get(key, ArmStats())
+            values = {name: getattr(counts, name) for name in COUNT_COLUMNS}
+            values.update(
+                feedback=rewards.feedback,
+                reward_sum=rewards.reward_sum,
+                reward_sum_squares=rewards.reward_sum_squares,
+            )
+            self._upsert_add(
+                connection,
+                arm_stats_table,
+                {"experiment": experiment, "period": period, "arm": arm},
+                values,
+            )
+        for (experiment, period, arm, metric), sums in sorted(delta.metrics.items()):
             self._upsert_add(
                 connection,
                 metric_stats_table,
                 {"experiment": experiment, "period": period, "arm": arm, "metric": metric},
-                {"n": int(n), "sum": total, "sum_squares": squares},
+                {
+                    "n": sums.feedback,
+                    "sum": sums.reward_sum,
+                    "sum_squares": sums.reward_sum_squares,
+                },
             )
-
-    def _add_shadow(
-        self, connection: sa.Connection, experiment: str, shadow: str, counts: ShadowCounts
-    ) -> None:
-        values = {
-            name: getattr(counts, name)
-            for name in ("requests", "errors", "dropped", "latency_sum_s", "rows", "agree_rows")
-        }
-        self._upsert_add(
-            connection, shadow_stats_table, {"experiment": experiment, "shadow": shadow}, values
-        )
+        for (experiment, shadow), counts in sorted(delta.shadows.items()):
+            self._upsert_add(
+                connection,
+                shadow_stats_table,
+                {"experiment": experiment, "shadow": shadow},
+                {name: getattr(counts, name) for name in SHADOW_COLUMNS},
+            )
 
     def _upsert_add(
         self,
@@ -677,93 +582,38 @@ class ExperimentStore:
         )
         connection.execute(statement)
 
-    def load_counts(self, experiment: str) -> dict[str, ArmCounts]:
-        """Per-arm routing counts summed over all periods."""
-        return {
-            row.arm: ArmCounts(
-                int(row.pulls),
-                int(row.errors),
-                int(row.forced),
-                int(row.fallbacks),
-                float(row.expected),
+    # ---------------------------------------------------------------- assignments
+
+    def assign(
+        self, experiment: str, unit_id: str, arm: str, propensity: float, revision: int
+    ) -> tuple[str, float]:
+        """Keep a unit on its first arm: store (unit -> arm) unless the unit has one already.
+
+        Returns:
+            The unit's arm and the propensity it was first assigned with.
+        """
+        with self.engine.begin() as connection:
+            connection.execute(
+                self._insert(assignments_table)
+                .values(
+                    experiment=experiment,
+                    unit_id=unit_id,
+                    arm=arm,
+                    propensity=propensity,
+                    revision=revision,
+                    assigned_at=time.time(),
+                )
+                .on_conflict_do_nothing(index_elements=["experiment", "unit_id"])
             )
-            for row in self._arm_totals(experiment)
-        }
-
-    def load_shadows(self, experiment: str) -> dict[str, ShadowCounts]:
-        columns = shadow_stats_table.c
-        query = sa.select(shadow_stats_table).where(columns.experiment == experiment)
-        with self.engine.connect() as connection:
-            return {
-                row.shadow: ShadowCounts(
-                    int(row.requests),
-                    int(row.errors),
-                    int(row.dropped),
-                    float(row.latency_sum_s),
-                    int(row.rows),
-                    int(row.agree_rows),
+            row = connection.execute(
+                sa.select(assignments_table.c.arm, assignments_table.c.propensity).where(
+                    (assignments_table.c.experiment == experiment)
+                    & (assignments_table.c.unit_id == unit_id)
                 )
-                for row in connection.execute(query)
-            }
+            ).one()
+        return str(row.arm), float(row.propensity)
 
-    def load_metrics(self, experiment: str) -> dict[str, dict[str, ArmStats]]:
-        """Per arm and feedback metric: (n, sum, sum of squares) summed over all periods."""
-        columns = metric_stats_table.c
-        query = (
-            sa.select(
-                columns.arm,
-                columns.metric,
-                sa.func.sum(columns.n).label("n"),
-                sa.func.sum(columns.sum).label("sum"),
-                sa.func.sum(columns.sum_squares).label("sum_squares"),
-            )
-            .where(columns.experiment == experiment)
-            .group_by(columns.arm, columns.metric)
-        )
-        metrics: dict[str, dict[str, ArmStats]] = {}
-        with self.engine.connect() as connection:
-            for row in connection.execute(query):
-                metrics.setdefault(row.arm, {})[row.metric] = ArmStats(
-                    0, int(row.n), float(row.sum), float(row.sum_squares)
-                )
-        return metrics
-
-    def load_period(self, experiment: str, period: int) -> dict[str, ArmCounts]:
-        """Routing counts of one period (revision) per arm: what a ramp step has seen."""
-        columns = arm_stats_table.c
-        query = sa.select(arm_stats_table).where(
-            (columns.experiment == experiment) & (columns.period == period)
-        )
-        with self.engine.connect() as connection:
-            return {
-                row.arm: ArmCounts(
-                    int(row.pulls),
-                    int(row.errors),
-                    int(row.forced),
-                    int(row.fallbacks),
-                    float(row.expected),
-                )
-                for row in connection.execute(query)
-            }
-
-    def period_stats(self, experiment: str) -> list[dict[str, ArmStats]]:
-        """Learned statistics per period (revision), oldest first: for period-weighted means."""
-        columns = arm_stats_table.c
-        query = (
-            sa.select(arm_stats_table)
-            .where(columns.experiment == experiment)
-            .order_by(columns.period, columns.arm)
-        )
-        periods: dict[int, dict[str, ArmStats]] = {}
-        with self.engine.connect() as connection:
-            for row in connection.execute(query):
-                periods.setdefault(int(row.period), {})[row.arm] = ArmStats(
-                    int(row.pulls),
-                    int(row.feedback),
-                    float(row.reward_sum),
-                    float(row.reward_sum_squares),
-                )
-        return [periods[period] for period in sorted(periods)]
+    # ---------------------------------------------------------------- lifecycle
 
     def lifecycle(self, experiment: str) -> dict[str, Any]:
         """The experiment's lifecycle row (defaults when it has none yet)."""
@@ -814,17 +664,23 @@ class ExperimentStore:
                 action, detail, actor = audit
                 self._audit(connection, experiment, action, detail, actor)
 
+    # ---------------------------------------------------------------- history
+
     def add_timeline(self, rows: list[dict[str, Any]]) -> None:
-        """Append timeline samples: experiment, at, arm, pulls, feedback, reward_sum, weight."""
+        """Append timeline samples: experiment, at, decisions, arm, pulls, feedback,
+        reward_sum, weight."""
         if rows:
             with self.engine.begin() as connection:
                 connection.execute(sa.insert(timeline_table), rows)
 
-    def timeline(self, experiment: str) -> list[dict[str, Any]]:
+    def timeline(self, experiment: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The experiment's samples, oldest first; with ``limit``, at most that many sample
+        times, evenly spread over the history (the first and last always kept)."""
         columns = timeline_table.c
         query = (
             sa.select(
                 columns.at,
+                columns.decisions,
                 columns.arm,
                 columns.pulls,
                 columns.feedback,
@@ -835,7 +691,39 @@ class ExperimentStore:
             .order_by(columns.at, columns.id)
         )
         with self.engine.connect() as connection:
-            return [dict(row._mapping) for row in connection.execute(query)]
+            rows = [dict(row._mapping) for row in connection.execute(query)]
+        if limit is None:
+            return rows
+        times = sorted({row["at"] for row in rows})
+        if len(times) <= limit:
+            return rows
+        step = (len(times) - 1) / max(limit - 1, 1)
+        kept = {times[round(i * step)] for i in range(limit)}
+        return [row for row in rows if row["at"] in kept]
+
+    def thin_timeline(self, experiment: str, keep: int) -> int:
+        """Bound an experiment's stored samples: beyond ``keep`` sample times, delete every
+        other one of the older half (recent history keeps full resolution)."""
+        columns = timeline_table.c
+        with self.engine.begin() as connection:
+            times = list(
+                connection.execute(
+                    sa.select(columns.at)
+                    .where(columns.experiment == experiment)
+                    .distinct()
+                    .order_by(columns.at)
+                ).scalars()
+            )
+            if len(times) <= keep:
+                return 0
+            older = times[1 : len(times) // 2]
+            doomed = older[1::2]
+            result = connection.execute(
+                sa.delete(timeline_table).where(
+                    (columns.experiment == experiment) & columns.at.in_(doomed)
+                )
+            )
+        return int(result.rowcount or 0)
 
     def save_drift_reference(self, experiment: str, arm: str, profile: str) -> None:
         """Keep a reference profile taken from live traffic (the first one stays)."""
@@ -853,20 +741,20 @@ class ExperimentStore:
         with self.engine.connect() as connection:
             return {row.arm: row.profile for row in connection.execute(query)}
 
-    def rewards(self, experiment: str) -> list[dict[str, Any]]:
-        """All stored feedback of an experiment (for audits, tests and reports)."""
-        query = sa.select(rewards_table).where(rewards_table.c.experiment == experiment)
-        with self.engine.connect() as connection:
-            return [dict(row._mapping) for row in connection.execute(query)]
+    # ---------------------------------------------------------------- audit
 
-    def audit_log(self, experiment: str) -> list[dict[str, Any]]:
-        query = (
-            sa.select(audit_table)
-            .where(audit_table.c.experiment == experiment)
-            .order_by(audit_table.c.id)
-        )
+    def audit_log(self, experiment: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Audit entries oldest first; with ``limit``, the newest ``limit`` of them."""
+        query = sa.select(audit_table).where(audit_table.c.experiment == experiment)
+        if limit is not None:
+            query = query.order_by(audit_table.c.id.desc()).limit(limit)
         with self.engine.connect() as connection:
-            return [dict(row._mapping) for row in connection.execute(query)]
+            rows = [dict(row._mapping) for row in connection.execute(query)]
+        return sorted(rows, key=lambda row: row["id"])
+
+    def audit(self, experiment: str, action: str, detail: Mapping[str, Any], actor: str) -> None:
+        with self.engine.begin() as connection:
+            self._audit(connection, experiment, action, detail, actor)
 
     @staticmethod
     def _audit(

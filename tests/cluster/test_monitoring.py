@@ -88,7 +88,7 @@ RULES = [
 
 def test_metrics_list_is_the_brief() -> None:
     series = render.exported_metrics()
-    assert len(series) == 20
+    assert len(series) == 24
     assert series["bandit_arm_latency_seconds"] == ("histogram", ("experiment", "arm"))
     assert "bandit_arm_latency_seconds_bucket" in EXPORTED
     assert series["bandit_experiment_status"][1] == ("experiment", "status")
@@ -100,9 +100,9 @@ def test_metrics_list_is_the_brief() -> None:
 def test_metrics_list_matches_the_app() -> None:
     """cluster/metrics.txt and serve_app/metrics.py's SERIES name the same series."""
     try:
-        from serve_app.metrics import SERIES
+        from serve_app.state.prometheus import SERIES
     except ImportError as error:
-        pytest.skip(f"serve_app.metrics not importable: {error}")
+        pytest.skip(f"serve_app.state.prometheus not importable: {error}")
     app = {
         name + ("_total" if kind == "counter" else ""): kind for name, (kind, *_) in SERIES.items()
     }

@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 APP_NAME = "bandit-serve-e2e"
-CONTROL_TOKEN = "test-control-token-0123456789"
+CONTROL_TOKEN = "test-control-token-0123456789abcdef"
+QA_TOKEN = "test-qa-token-0123456789abcdef-012345"
 
 BROKEN_MODEL = """
 import mlflow
@@ -29,6 +30,21 @@ class Broken(mlflow.pyfunc.PythonModel):
 
 mlflow.models.set_model(Broken())
 """
+
+
+def stored_rewards(store_url: str, experiment: str) -> dict[str, dict[str, Any]]:
+    """Every stored feedback of an experiment, by decision key, read straight from the store."""
+    import sqlalchemy as sa
+
+    from serve_app.state.schema import rewards_table
+
+    engine = sa.create_engine(store_url)
+    try:
+        with engine.connect() as connection:
+            query = sa.select(rewards_table).where(rewards_table.c.experiment == experiment)
+            return {row.decision_key: dict(row._mapping) for row in connection.execute(query)}
+    finally:
+        engine.dispose()
 
 
 def free_port() -> int:
@@ -69,7 +85,7 @@ def e2e_args(demo_store: dict[str, Any], data_dir: str) -> dict[str, Any]:
     return {
         "data_dir": data_dir,
         "mlflow_tracking_uri": demo_store["tracking_uri"],
-        "auth": {"control_token": CONTROL_TOKEN},
+        "auth": {"control_token": CONTROL_TOKEN, "qa_token": QA_TOKEN},
         "router": {
             "sync_interval_s": 0.05,
             "max_batch_rows": 64,

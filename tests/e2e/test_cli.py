@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from serve_app.cli import app as cli_app
-from serve_app.cli import run_simulation
+from serve_app.cli.simulate import run_simulation
 
 pytestmark = pytest.mark.e2e
 

@@ -103,8 +103,15 @@ def test_rollback_sends_everything_to_the_control_arm(client):
     assert arms_routed(client, "canary") == Counter({"logreg": 40})
 
 
-def test_audit_log_records_who_did_what_without_the_secret(client):
-    from serve_app.auth import fingerprint
+def test_audit_log_records_who_did_what_without_the_secret(client, app_args):
+    from serve_app.config import parse_config
+    from serve_app.state.keys import load_keyring
+    from serve_app.state.store import ExperimentStore
+
+    config = parse_config(app_args)
+    store = ExperimentStore(config.store_url)
+    fingerprint = load_keyring(config, store).fingerprint
+    store.close()
 
     response = client.get("/experiments/control/audit", headers=AUTH)
     assert response.status_code == 200

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from serve_app.demo_models import digits_split
+from serve_app.models.demo import digits_split
 
 from .test_metrics import scrape, value
 

@@ -39,6 +39,7 @@ def test_feedback_is_accepted_once_then_409(client):
         "arm": decision["arm"],
         "reward": 1.0,
         "learned": True,
+        "replayed": False,
     }
     after = feedback_counts(client)
     assert after[decision["arm"]][0] == before[decision["arm"]][0] + 1  # applied before the 200
@@ -49,25 +50,33 @@ def test_feedback_is_accepted_once_then_409(client):
 
 
 def test_concurrent_duplicates_are_accepted_exactly_once(client):
+    """8 clients send the same feedback at once: one stores it, seven are told it was a
+    replay; 8 others send a different reward for one decision: one wins, the rest get 409."""
     import concurrent.futures
 
     decision = decide(client)
     before = feedback_counts(client)
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        statuses = list(
-            pool.map(lambda _: send(client, decision["decision_id"]).status_code, range(8))
-        )
-    assert sorted(statuses) == [200] + [409] * 7
+        answers = list(pool.map(lambda _: send(client, decision["decision_id"]), range(8)))
+    assert [answer.status_code for answer in answers] == [200] * 8
+    assert sorted(answer.json()["replayed"] for answer in answers) == [False] + [True] * 7
     after = feedback_counts(client)
     assert after[decision["arm"]][0] == before[decision["arm"]][0] + 1
+    other = decide(client)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        rewards = [float(i % 2) for i in range(8)]
+        statuses = list(
+            pool.map(lambda r: send(client, other["decision_id"], r).status_code, rewards)
+        )
+    assert sorted(statuses) == [200] * 4 + [409] * 4  # the stored reward's 4 copies pass
 
 
 def tamper(decision_id: str, **changes) -> str:
-    version, body, signature = decision_id.split(".")
+    version, key_id, body, signature = decision_id.split(".")
     payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     payload.update(changes)
     raw = json.dumps(payload, separators=(",", ":")).encode()
-    return f"{version}.{base64.urlsafe_b64encode(raw).rstrip(b'=').decode()}.{signature}"
+    return f"{version}.{key_id}.{base64.urlsafe_b64encode(raw).rstrip(b'=').decode()}.{signature}"
 
 
 def test_forged_and_malformed_ids_are_rejected_and_change_nothing(client):
@@ -78,7 +87,8 @@ def test_forged_and_malformed_ids_are_rejected_and_change_nothing(client):
         tamper(decision["decision_id"], a=other): 403,  # credit the other arm
         tamper(decision["decision_id"], t=time.time() + 1e6): 403,  # postpone expiry
         decision["decision_id"][:-4] + "AAAA": 403,  # bad signature
-        "v1.e30.AAAA": 403,
+        "v1.e30.AAAA": 403,  # a first-version id this app never signed
+        "v2.k-unknown.e30.AAAA": 403,  # a key this app does not hold
         "not-a-decision": 400,
         "v9.a.b": 400,
     }

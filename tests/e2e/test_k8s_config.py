@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_rayservice_serve_config_runs_locally(demo_store, tmp_path):
-    from serve_app.demo_models import digits_split
+    from serve_app.models.demo import digits_split
 
     manifest = yaml.safe_load((ROOT / "cluster" / "rayservice.yaml").read_text())
     serve_config = yaml.safe_load(manifest["spec"]["serveConfigV2"])

@@ -92,7 +92,7 @@ def test_stopping_rule_promotes_the_winner(client, demo_store):
     run_entry = wait_for(
         lambda: [e for e in audit_actions(client, "auto-promote") if e["action"] == "mlflow_run"]
     )
-    report = client.get("/experiments/auto-promote/report").json()
+    report = client.get("/experiments/auto-promote/report", headers=AUTH).json()
     run_id = report["mlflow_run_id"]
     assert run_id
     assert run_id in run_entry[0]["detail"]
@@ -132,7 +132,7 @@ def test_guardrail_breach_rolls_the_arm_back(client, demo_store):
     assert actions[:2] == ["guardrail_rollback", "rollback"]
     wait_for(lambda: client.get("/experiments/guarded").json()["mlflow_run_id"])
 
-    report = client.get("/experiments/guarded/report").json()
+    report = client.get("/experiments/guarded/report", headers=AUTH).json()
     breach = [g for g in report["guardrails"] if g["breached"]]
     assert [(g["arm"], g["rule"]) for g in breach] == [("forest", "metric:refund")]
     assert {entry["action"] for entry in report["audit"]} >= {"guardrail_rollback", "rollback"}

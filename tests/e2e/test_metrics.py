@@ -8,7 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serve_app.metrics import exported_names
+from serve_app.state.prometheus import exported_names
 
 pytestmark = pytest.mark.e2e
 

@@ -13,9 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from serve_app.store import ExperimentStore
-
-from .conftest import APP_NAME, deploy
+from .conftest import APP_NAME, deploy, stored_rewards
 
 pytestmark = pytest.mark.e2e
 
@@ -126,9 +124,7 @@ def test_killing_the_state_actor_loses_no_acknowledged_feedback(app_url, app_arg
                 )
                 assert retry.status_code in (200, 409), retry.text
         summary = client.get("/experiments/durable").json()
-    store = ExperimentStore(f"sqlite:///{app_args['data_dir']}/experiments.db")
-    stored = {row["decision_key"]: row for row in store.rewards("durable")}
-    store.close()
+    stored = stored_rewards(f"sqlite:///{app_args['data_dir']}/experiments.db", "durable")
     acknowledged_keys = {_nonce(decision_id) for decision_id, _ in acknowledged}
     assert acknowledged_keys <= set(stored), "an acknowledged reward is missing from the store"
     # the posterior the server shows is exactly the stored rewards
@@ -142,7 +138,7 @@ def _nonce(decision_id: str) -> str:
     import base64
     import json
 
-    body = decision_id.split(".")[1]
+    body = decision_id.split(".")[2]
     return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["n"]
 
 
@@ -171,7 +167,10 @@ def test_restarting_the_app_restores_every_experiment(app_url, app_args):
         after = client.get("/experiments").json()
         assert without_drift(after) == without_drift(before)
         replay = client.post("/feedback", json={"decision_id": used["decision_id"], "reward": 1})
-        assert replay.status_code == 409  # exactly once, across the restart
+        assert replay.status_code == 200  # exactly once, across the restart: a replay
+        assert replay.json()["replayed"] is True
+        other = client.post("/feedback", json={"decision_id": used["decision_id"], "reward": 0})
+        assert other.status_code == 409
         late = client.post("/feedback", json={"decision_id": unused["decision_id"], "reward": 0})
         assert late.status_code == 200  # the signing secret survived the restart
         arms = {client.post("/predict", json=sticky).json()["arm"] for _ in range(8)}

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from .conftest import QA_TOKEN
+
 pytestmark = pytest.mark.e2e
 
 ROW = [[0.0] * 64]
@@ -68,14 +70,19 @@ def test_open_circuit_is_probed_after_the_cooldown(client):
     assert arms_of(client, "flaky")["broken"]["errors"] > errors_before
 
 
+QA = {"Authorization": f"Bearer {QA_TOKEN}"}
+
+
 def test_forced_arm_by_header_and_field(client):
     before = arms_of(client, "split")
     by_header = client.post(
         "/predict",
         json={"features": ROW, "experiment": "split"},
-        headers={"X-Bandit-Arm": "forest"},
+        headers={"X-Bandit-Arm": "forest", **QA},
     ).json()
-    by_field = post_predict(client, "split", arm="forest").json()
+    by_field = client.post(
+        "/predict", json={"features": ROW, "experiment": "split", "arm": "forest"}, headers=QA
+    ).json()
     for body in (by_header, by_field):
         assert body["arm"] == "forest"
         assert body["forced"] is True
@@ -90,14 +97,16 @@ def test_forced_arm_by_header_and_field(client):
 
 
 def test_forcing_an_unknown_arm_is_422(client):
-    response = post_predict(client, "split", arm="svm")
+    response = client.post(
+        "/predict", json={"features": ROW, "experiment": "split", "arm": "svm"}, headers=QA
+    )
     assert response.status_code == 422
     assert response.json()["field"] == "arm"
     assert "arms: logreg, forest" in response.json()["message"]
 
 
 def test_shadow_traffic_is_mirrored_and_measured(client):
-    from serve_app.demo_models import digits_split
+    from serve_app.models.demo import digits_split
 
     _, x_test, _, _ = digits_split()
 

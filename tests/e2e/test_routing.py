@@ -47,6 +47,7 @@ def test_predict_response_shape(client):
         "experiment",
         "fallback",
         "forced",
+        "model_version",
     }
     assert body["experiment"] == "ts"
     assert body["arm"] in {"logreg", "forest"}
@@ -62,7 +63,7 @@ def test_default_experiment_is_the_first(client):
 
 
 def test_batch_of_rows_gets_one_prediction_per_row(client):
-    from serve_app.demo_models import digits_split
+    from serve_app.models.demo import digits_split
 
     _, x_test, _, y_test = digits_split()
     response = client.post("/predict", json={"features": x_test[:20].tolist(), "experiment": "ts"})
@@ -173,7 +174,7 @@ def test_continuous_rewards(client):
 
 def test_stored_assignments_keep_a_unit_on_its_first_arm(client, app_args):
     """epsilon 0.5 would move a unit around; stored assignments keep it on its first arm."""
-    from serve_app.store import ExperimentStore
+    from serve_app.state.store import ExperimentStore
 
     for unit in ("ann", "ben", "cat"):
         arms = {predict(client, "sticky", unit_id=unit)["arm"] for _ in range(12)}

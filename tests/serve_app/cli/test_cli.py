@@ -13,7 +13,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from serve_app.cli import app, data_dir_default, parse_reward_rates, run_simulation
+from serve_app.cli import app
+from serve_app.cli.commands import data_dir_default, parse_reward_rates
+from serve_app.cli.simulate import run_simulation
 
 runner = CliRunner()
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from serve_app.cli import app, drift_amount, drifted_features, run_simulation
+from serve_app.cli import app
+from serve_app.cli.simulate import drift_amount, drifted_features, run_simulation
 
 runner = CliRunner()
 

@@ -24,11 +24,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         routes: dict[str, Any] = self.server.routes  # type: ignore[attr-defined]
-        self.server.seen.append(self.path)  # type: ignore[attr-defined]
-        if self.path in routes:
-            status, body = 200, routes[self.path]
+        self.server.seen.append(self.path.split("?", 1)[0])  # type: ignore[attr-defined]
+        path = self.path.split("?", 1)[0]
+        if path in routes:
+            status, body = 200, routes[path]
         else:
-            status, body = 404, {"detail": f"no route {self.path}"}
+            status, body = 404, {"detail": f"no route {path}"}
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")

@@ -9,41 +9,50 @@ from scipy import stats as scipy_stats
 from statsmodels.stats.multitest import multipletests
 
 from bandits import ArmStats
-from serve_app.analysis import (
+from serve_app.config import GuardrailConfig, StoppingConfig
+from serve_app.experiment.analysis import (
     compare,
     evaluate_guardrails,
     evaluate_stopping,
     posterior,
-    quantile_ms,
 )
-from serve_app.config import GuardrailConfig, StoppingConfig
-from serve_app.metrics import LATENCY_BUCKETS, latency_bucket
+from serve_app.experiment.live import verdict
+from serve_app.experiment.records import LATENCY_BUCKETS, LatencyHistogram, latency_bucket
 
 
 def bernoulli(n: int, successes: int, pulls: int | None = None) -> ArmStats:
     return ArmStats(pulls or n, n, float(successes), float(successes))
 
 
-def histogram(latencies_s: np.ndarray) -> dict[str, float]:
-    counts: dict[str, float] = {}
+def histogram(latencies_s) -> LatencyHistogram:
+    total = LatencyHistogram()
     for value in latencies_s:
-        key = str(latency_bucket(float(value)))
-        counts[key] = counts.get(key, 0.0) + 1
-    return counts
+        total = total + LatencyHistogram.of(float(value))
+    return total
+
+
+def bucket(seconds: float, count: int) -> LatencyHistogram:
+    counts = [0] * (len(LATENCY_BUCKETS) + 1)
+    counts[latency_bucket(seconds)] = count
+    return LatencyHistogram(tuple(counts), seconds * count)
+
+
+def stopping(rules, arms, control, reward, elapsed_s):
+    return evaluate_stopping(rules, arms, control, reward, elapsed_s, verdict(arms, reward))
 
 
 def test_quantile_interpolates_inside_the_bucket_like_histogram_quantile():
     # 100 values uniform in (10, 25] ms: all in one bucket, p95 = 10 + 0.95 * 15 ms
-    assert quantile_ms({str(latency_bucket(0.02)): 100}) == pytest.approx(24.25)
-    assert quantile_ms({}) is None
-    assert quantile_ms({str(len(LATENCY_BUCKETS)): 5}) == 1000 * LATENCY_BUCKETS[-1]
+    assert bucket(0.02, 100).quantile_ms() == pytest.approx(24.25)
+    assert LatencyHistogram().quantile_ms() is None
+    assert bucket(1e6, 5).quantile_ms() == 1000 * LATENCY_BUCKETS[-1]
 
 
 def test_quantile_of_a_histogram_is_within_its_bucket_of_the_exact_quantile():
     rng = np.random.default_rng(0)
     values = rng.lognormal(np.log(0.02), 0.5, size=20_000)
     exact = 1000 * float(np.quantile(values, 0.95))
-    estimate = quantile_ms(histogram(values))
+    estimate = histogram(values).quantile_ms(0.95)
     assert estimate is not None
     upper = 1000 * LATENCY_BUCKETS[latency_bucket(exact / 1000)]
     lower = 1000 * LATENCY_BUCKETS[latency_bucket(exact / 1000) - 1]
@@ -98,7 +107,7 @@ def run_until_stop(
             n[arm] += batch
             s[arm] += int(rng.binomial(batch, rate))
         arms = {arm: bernoulli(n[arm], s[arm]) for arm in rates}
-        decision = evaluate_stopping(rules, arms, "control", "binary", elapsed_s=0.0)
+        decision = stopping(rules, arms, "control", "binary", elapsed_s=0.0)
         if decision.met:
             return decision.winner, look * batch
     return None, looks * batch
@@ -139,10 +148,10 @@ def test_sequential_rule_finds_a_real_winner_and_the_control_when_all_are_worse(
 def test_no_rule_fires_before_min_samples_and_max_duration_expires():
     rules = StoppingConfig(min_samples_per_arm=1000, max_duration_s=60)
     arms = {"control": bernoulli(500, 10), "b": bernoulli(500, 400)}
-    early = evaluate_stopping(rules, arms, "control", "binary", elapsed_s=10)
+    early = stopping(rules, arms, "control", "binary", elapsed_s=10)
     assert not early.met
     assert "fewest feedback per arm 500 of 1000" in early.reason
-    late = evaluate_stopping(rules, arms, "control", "binary", elapsed_s=61)
+    late = stopping(rules, arms, "control", "binary", elapsed_s=61)
     assert (late.met, late.expired, late.winner) == (True, True, None)
     assert {rule.name for rule in late.rules} == {
         "min_samples", "prob_best", "expected_loss", "max_duration",
@@ -151,8 +160,8 @@ def test_no_rule_fires_before_min_samples_and_max_duration_expires():
 
 def test_error_rate_and_latency_guardrails_judge_challengers_against_the_control():
     rules = GuardrailConfig(max_error_rate=0.05, min_requests=100, max_p95_latency_ratio=1.5)
-    fast = {str(latency_bucket(0.008)): 200.0}  # p95 in (5, 10] ms
-    slow = {str(latency_bucket(0.2)): 200.0}  # p95 in (100, 250] ms
+    fast = bucket(0.008, 200)  # p95 in (5, 10] ms
+    slow = bucket(0.2, 200)  # p95 in (100, 250] ms
     checks = evaluate_guardrails(
         rules,
         "control",

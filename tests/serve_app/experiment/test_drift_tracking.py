@@ -6,7 +6,7 @@ import numpy as np
 
 from bandits.drift import ReferenceProfile, RowSampler
 from serve_app.config import DriftConfig
-from serve_app.drift import FEATURES, ExperimentDrift
+from serve_app.experiment.drift import FEATURES, ExperimentDrift
 
 SETTINGS = DriftConfig(window=400, min_samples=200, warmup_rows=400, evaluate_interval_s=1)
 

@@ -8,9 +8,9 @@ import pytest
 
 from bandits import ArmStats, make_policy
 from serve_app.config import ExperimentConfig
-from serve_app.lifecycle import judge, ramp_step
-from serve_app.live import LiveExperiment
-from serve_app.store import ArmCounts
+from serve_app.experiment.lifecycle import judge, ramp_step
+from serve_app.experiment.live import LiveExperiment
+from serve_app.experiment.records import ArmCounts
 
 NOW = 1_000_000.0
 

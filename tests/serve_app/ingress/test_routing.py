@@ -7,8 +7,13 @@ from collections import Counter
 import pytest
 
 from serve_app.config import CircuitConfig, ExperimentConfig
-from serve_app.errors import InvalidRequest
-from serve_app.routing import RoutedExperiment
+from serve_app.errors import InvalidRequest, Unavailable
+from serve_app.experiment.live import ExperimentSnapshot
+from serve_app.ingress.routing import RoutedExperiment
+
+
+def snapshot(revision=1, status="running", route_to=None, excluded=(), config=None):
+    return ExperimentSnapshot(revision, status, route_to, frozenset(excluded), {}, config)
 
 
 def routed(weights: dict[str, float], status: str = "running", route_to=None):
@@ -20,11 +25,10 @@ def routed(weights: dict[str, float], status: str = "running", route_to=None):
             "arms": [{"name": n, "model_uri": f"/m/{n}", "weight": w} for n, w in weights.items()],
         }
     )
-    snapshot = {"revision": 1, "status": status, "route_to": route_to, "stats": {}}
     handles = {name: object() for name in weights}
     return RoutedExperiment.create(
         config,
-        snapshot,
+        snapshot(status=status, route_to=route_to),
         handles,
         {},
         CircuitConfig(failure_threshold=1, cooldown_s=60),  # type: ignore[arg-type]
@@ -65,6 +69,9 @@ def test_forced_and_overridden_routes_are_not_learned():
     with pytest.raises(InvalidRequest) as caught:
         experiment.route(None, "zzz")
     assert caught.value.field == "arm"
+    experiment.breakers["b"].record_failure()  # threshold 1: open
+    with pytest.raises(Unavailable, match="circuit breaker refuses"):
+        experiment.route(None, "b")  # a forced call never reaches an arm whose circuit is open
     paused = routed({"a": 0.5, "b": 0.5}, status="paused", route_to="a")
     assert {paused.route(None, None).arm for _ in range(50)} == {"a"}
     assert paused.route(None, None).learned is False
@@ -72,20 +79,16 @@ def test_forced_and_overridden_routes_are_not_learned():
 
 def test_snapshot_with_new_revision_rebuilds_the_policy():
     experiment = routed({"a": 0.5, "b": 0.5})
-    config = experiment.config.model_dump(mode="json")
-    config["arms"][0]["weight"], config["arms"][1]["weight"] = 0.0, 1.0
-    experiment.apply(
-        {"revision": 2, "status": "running", "route_to": None, "stats": {}, "config": config}
-    )
+    spec = experiment.config.model_dump(mode="json")
+    spec["arms"][0]["weight"], spec["arms"][1]["weight"] = 0.0, 1.0
+    experiment.apply(snapshot(revision=2, config=ExperimentConfig.model_validate(spec)))
     assert experiment.revision == 2
     assert {experiment.route(None, None).arm for _ in range(50)} == {"b"}
 
 
 def test_an_arm_rolled_back_by_a_guardrail_gets_no_traffic_and_exact_propensities():
     experiment = routed({"a": 0.5, "b": 0.3, "c": 0.2})
-    experiment.apply(
-        {"revision": 1, "status": "running", "route_to": None, "excluded": ["b"], "stats": {}}
-    )
+    experiment.apply(snapshot(excluded=["b"]))
     routes = [experiment.route(None, None) for _ in range(20_000)]
     counts = Counter(route.arm for route in routes)
     assert "b" not in counts

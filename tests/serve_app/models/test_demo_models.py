@@ -14,15 +14,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
-from serve_app.demo_models import (
-    DIGITS_MODELS,
-    _mlflow_uris,
-    digits_split,
-    load_model,
-    model_exists,
-    predict_labels,
-    train_demo_models,
-)
+from serve_app.models.demo import DIGITS_MODELS, digits_split, train_demo_models
+from serve_app.models.loading import load_model, model_exists, predict_labels
+from serve_app.models.uris import mlflow_uris
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +146,7 @@ def test_runs_uri(store: tuple[str, Path, dict[str, str]], holdout) -> None:
 
 def test_local_path(store: tuple[str, Path, dict[str, str]], tmp_path: Path, holdout) -> None:
     tracking_uri, _, _ = store
-    with _mlflow_uris(tracking_uri):
+    with mlflow_uris(tracking_uri):
         local = mlflow.artifacts.download_artifacts(
             artifact_uri="models:/digits-logreg/1", dst_path=str(tmp_path / "copy")
         )

@@ -12,14 +12,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bandits.drift import DriftWindows, ReferenceProfile, detect_drift
-from serve_app.demo_models import DIGITS_MODELS, _mlflow_uris, digits_split
-from serve_app.drift_profiles import (
+from serve_app.models.demo import DIGITS_MODELS, digits_split
+from serve_app.models.profiles import (
     ARTIFACT_PATH,
     build_profile,
     load_profile,
     log_profile,
     save_profile,
 )
+from serve_app.models.uris import mlflow_uris
 
 
 @pytest.mark.parametrize("arm", sorted(DIGITS_MODELS))
@@ -45,7 +46,7 @@ def test_profile_reachable_by_every_uri_form(demo_store: dict[str, Any], tmp_pat
     for uri in ("models:/digits-forest/latest", "models:/digits-forest@drift-test",
                 f"runs:/{run_id}/model"):  # fmt: skip
         assert load_profile(uri, tracking_uri) == expected, uri
-    with _mlflow_uris(tracking_uri):
+    with mlflow_uris(tracking_uri):
         local = mlflow.artifacts.download_artifacts(
             artifact_uri="models:/digits-forest/1", dst_path=str(tmp_path / "copy")
         )
@@ -70,7 +71,7 @@ def test_log_profile_needs_a_run_and_writes_the_artifact(tmp_path: Path) -> None
     assert profile.prediction is not None
     assert build_profile(np.zeros((4, 2)), np.zeros((4, 3))).prediction is None
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with _mlflow_uris(tracking_uri):
+    with mlflow_uris(tracking_uri):
         with pytest.raises(RuntimeError, match="active MLflow run"):
             log_profile(profile)
         experiment = mlflow.create_experiment("drift", artifact_location=(tmp_path / "a").as_uri())
@@ -83,7 +84,7 @@ def test_log_profile_needs_a_run_and_writes_the_artifact(tmp_path: Path) -> None
 
 def test_profiles_detect_drifted_digits(demo_store: dict[str, Any]) -> None:
     """Hold-out rows pass; shifted rows alarm on features, noise images on predictions."""
-    from serve_app.demo_models import load_model, predict_labels
+    from serve_app.models.loading import load_model, predict_labels
 
     tracking_uri = demo_store["tracking_uri"]
     uri = demo_store["uris"]["logreg"]

@@ -11,13 +11,12 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from serve_app.report_render import render_html, render_plots
-from serve_app.tracking import (
+from serve_app.models.tracking import (
     experiment_name_for,
     load_alias_version,
     log_conclusion,
-    parse_registry_uri,
 )
+from serve_app.report import render_html, render_plots
 
 CONFIG: dict[str, Any] = {
     "name": "digits",
@@ -65,12 +64,6 @@ def _report(binary_report: dict[str, Any]) -> dict[str, Any]:
 def _download_json(client: MlflowClient, run_id: str, path: str, dst: Path) -> Any:
     local = client.download_artifacts(run_id, path, str(dst))
     return json.loads(Path(local).read_text())
-
-
-def test_parse_registry_uri() -> None:
-    assert parse_registry_uri("models:/a/12") == ("a", "12")
-    for uri in ("models:/a/Production", "models:/a@champion", "runs:/x/model", "/tmp/m", None):
-        assert parse_registry_uri(uri) is None
 
 
 def test_log_conclusion_records_run_and_moves_alias(
@@ -160,7 +153,7 @@ def test_non_registry_winner_is_a_tag_not_an_error(
 ) -> None:
     for arm in binary_report["arms"]:
         arm["model_uri"] = f"runs:/abc/{arm['name']}"
-    with caplog.at_level("WARNING", logger="serve_app.tracking"):
+    with caplog.at_level("WARNING", logger="serve_app.models.tracking"):
         run_id = log_conclusion(store["tracking_uri"], binary_report, CONFIG, alias="champion")
     tags = store["client"].get_run(run_id).data.tags
     assert "not models:/<name>/<version>" in tags["bandit_serve.alias_skipped"]

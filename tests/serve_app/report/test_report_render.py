@@ -12,7 +12,7 @@ import matplotlib.image
 import pytest
 from rich.console import Console
 
-from serve_app.report_render import PLOT_FILES, render_html, render_plots, report_tables
+from serve_app.report import PLOT_FILES, render_html, render_plots, report_tables
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CORE_PLOTS = {"traffic_share", "posteriors", "cumulative_reward"}

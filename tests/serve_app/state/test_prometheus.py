@@ -6,7 +6,11 @@ import math
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from serve_app.metrics import LATENCY_BUCKETS, SERIES, exported_names, latency_bucket, render
+from serve_app.experiment.records import LATENCY_BUCKETS, LatencyHistogram, latency_bucket
+from serve_app.state.prometheus import SERIES, exported_names, render
+
+HISTOGRAM = [0] * (len(LATENCY_BUCKETS) + 1)
+HISTOGRAM[0], HISTOGRAM[3], HISTOGRAM[-1] = 2, 5, 1
 
 
 def experiment(**overrides):
@@ -37,8 +41,10 @@ def experiment(**overrides):
                 "prob_best": 0.3,
             },
         ],
-        "shadows": [{"name": "s", "requests": 7, "errors": 1, "agreement": 0.5}],
-        "latency": {"a": {"buckets": {0: 2, 3: 5, len(LATENCY_BUCKETS): 1}, "sum": 12.5}},
+        "shadows": [
+            {"name": "s", "requests": 7, "errors": 1, "timeouts": 2, "dropped": 3, "agreement": 0.5}
+        ],
+        "latency": {"a": LatencyHistogram(tuple(HISTOGRAM), 12.5)},
         "circuit_open": {"b": 2},
         "guardrail_breached": {"a": True},
         "srm_p_value": 0.25,
@@ -66,8 +72,11 @@ def value(samples, name, **labels) -> float:
 
 
 def test_every_documented_series_is_rendered_and_parses():
-    samples = parse(render([experiment()]))
+    state = {"bandit_state_restore_problems": 2.0, "bandit_state_duplicate_batches": 3.0}
+    samples = parse(render([experiment()], state))
     assert exported_names() <= set(samples)
+    assert value(samples, "bandit_state_restore_problems") == 2
+    assert value(samples, "bandit_state_duplicate_batches_total") == 3
     assert value(samples, "bandit_arm_requests_total", experiment="exp", arm="a") == 10
     assert value(samples, "bandit_arm_reward_sum_total", arm="b") == 2.0
     assert value(samples, "bandit_arm_weight", arm="a") == 0.6
@@ -78,6 +87,8 @@ def test_every_documented_series_is_rendered_and_parses():
     assert value(samples, "bandit_experiment_status", status="paused") == 1
     assert value(samples, "bandit_experiment_status", status="running") == 0
     assert value(samples, "bandit_shadow_agreement", shadow="s") == 0.5
+    assert value(samples, "bandit_shadow_timeouts_total", shadow="s") == 2
+    assert value(samples, "bandit_shadow_dropped_total", shadow="s") == 3
 
 
 def test_latency_histogram_is_cumulative():
@@ -96,9 +107,11 @@ def test_latency_histogram_is_cumulative():
 
 
 def test_missing_optional_values_are_left_out():
-    samples = parse(render([experiment(srm_p_value=None, shadows=[])]))
+    arms = [{**arm, "prob_best": None} for arm in experiment()["arms"]]
+    samples = parse(render([experiment(srm_p_value=None, shadows=[], arms=arms)]))
     assert "bandit_experiment_srm_p_value" not in samples
     assert "bandit_shadow_agreement" not in samples
+    assert "bandit_arm_prob_best" not in samples  # too little data: no number
 
 
 def test_latency_bucket_bounds():

@@ -1,0 +1,340 @@
+"""The report as one self-contained HTML page: inline CSS, the PNGs embedded as base64
+``data:`` URIs, every string escaped."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from serve_app.report.format import (
+    MISSING,
+    TOP_FEATURES,
+    arms_of,
+    drift_arms,
+    fmt_duration,
+    fmt_interval,
+    fmt_num,
+    fmt_pct,
+    fmt_when,
+    psi_of,
+    psi_threshold,
+    top_features,
+)
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
+max-width:1100px;padding:0 1rem;color:#1f2328;background:#fff}
+h1{margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bottom:.2rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
+th,td{border:1px solid #d0d7de;padding:.25rem .6rem;text-align:right;vertical-align:top}
+th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
+td.text{text-align:left;font-family:ui-monospace,monospace;white-space:pre-wrap}
+.badge{display:inline-block;border-radius:1rem;padding:.1rem .7rem;margin-right:.4rem;
+background:#ddf4ff;font-weight:600}
+.bad{background:#ffebe9;color:#cf222e}.good{background:#dafbe1;color:#1a7f37}
+.muted{color:#656d76}.plots img{max-width:100%;border:1px solid #d0d7de;margin:.5rem 0}
+dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{font-weight:600}
+dd{margin:0}
+"""
+
+
+def _e(value: Any) -> str:
+    """Escape any value for HTML text or attributes."""
+    return html.escape(str(value), quote=True)
+
+
+def _compact(value: Any) -> str:
+    """Strings as they are, anything else as compact JSON.
+
+    Example:
+        >>> _compact("x"), _compact({"winner": "b", "reason": "p < 0.05"})
+        ('x', '{"winner": "b", "reason": "p < 0.05"}')
+    """
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _cell(value: Any, css: str | None = None) -> str:
+    text = value if isinstance(value, str) else fmt_num(value)
+    attr = f' class="{css}"' if css else ""
+    return f"<td{attr}>{_e(text)}</td>"
+
+
+def _html_table(headers: Sequence[str], rows: Iterable[Sequence[str]], empty: str) -> str:
+    """An HTML table; ``rows`` hold already-rendered ``<td>`` cells. ``empty`` if no rows."""
+    body = "".join(f"<tr>{''.join(cells)}</tr>" for cells in rows)
+    if not body:
+        return f'<p class="muted">{_e(empty)}</p>'
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _badge(text: Any, css: str = "") -> str:
+    return f'<span class="badge {css}">{_e(text)}</span>'
+
+
+def _html_header(report: Mapping[str, Any]) -> str:
+    outcome = report.get("outcome")
+    outcome_css = {"promoted": "good", "rolled_back": "bad"}.get(str(outcome), "")
+    badges = _badge(f"status: {report.get('status') or MISSING}")
+    badges += _badge(f"outcome: {outcome or MISSING}", outcome_css)
+    badges += _badge(f"winner: {report.get('winner') or MISSING}")
+    facts = {
+        "policy": report.get("policy"),
+        "reward": report.get("reward"),
+        "control": report.get("control"),
+        "started": fmt_when(report.get("started_at")),
+        "duration": fmt_duration(report.get("duration_s")),
+        "generated": fmt_when(report.get("generated_at")),
+        "MLflow run": report.get("mlflow_run_id"),
+    }
+    for key in ("description", "recommendation"):  # optional extras of the report endpoint
+        if report.get(key):
+            facts[key] = _compact(report[key])
+    items = "".join(
+        f"<dt>{_e(k)}</dt><dd>{_e(MISSING if v is None else v)}</dd>" for k, v in facts.items()
+    )
+    name = report.get("experiment") or "?"
+    return f"<h1>Experiment {_e(name)}</h1><p>{badges}</p><dl>{items}</dl>"
+
+
+def _html_arms(report: Mapping[str, Any]) -> str:
+    headers = [
+        "arm",
+        "model",
+        "requests",
+        "feedback",
+        "reward mean",
+        "weight",
+        "P(best)",
+        "expected loss",
+        "errors",
+        "error rate",
+        "p95 ms",
+        "excluded",
+    ]
+    rows = []
+    for arm in arms_of(report):
+        excluded = arm.get("exclusion_reason") or ("yes" if arm.get("excluded") else "no")
+        rows.append(
+            [
+                _cell(str(arm.get("name"))),
+                _cell(str(arm.get("model_uri") or MISSING), "text"),
+                *(
+                    _cell(arm.get(k))
+                    for k in ("requests", "feedback", "reward_mean", "weight", "prob_best")
+                ),
+                _cell(arm.get("expected_loss")),
+                _cell(arm.get("errors")),
+                _cell(fmt_pct(arm.get("error_rate"), signed=False)),
+                _cell(arm.get("p95_latency_ms")),
+                _cell(excluded, "bad text" if arm.get("excluded") else "text"),
+            ]
+        )
+    return "<h2>Arms</h2>" + _html_table(headers, rows, "no arms")
+
+
+def _html_comparisons(report: Mapping[str, Any]) -> str:
+    headers = [
+        "arm",
+        "vs",
+        "lift",
+        "95% CI",
+        "p",
+        "p adj.",
+        "significant",
+        "chance to win",
+        "Bayes CI",
+        "risk (A, B)",
+        "seq. lift",
+        "seq. CI",
+        "seq. p",
+        "seq. significant",
+    ]
+    rows = []
+    for comparison in report.get("comparisons") or []:
+        freq = comparison.get("frequentist") or {}
+        bayes = comparison.get("bayesian") or {}
+        seq = comparison.get("sequential") or {}
+        risk = bayes.get("risk")
+        risk_text = (
+            f"{fmt_num(risk[0])}, {fmt_num(risk[1])}"
+            if isinstance(risk, Sequence) and not isinstance(risk, str) and len(risk) == 2
+            else MISSING
+        )
+        significant = freq.get("significant")
+        rows.append(
+            [
+                _cell(str(comparison.get("arm"))),
+                _cell(str(comparison.get("control"))),
+                _cell(fmt_pct(freq.get("estimate"))),
+                _cell(fmt_interval(freq.get("ci"))),
+                _cell(fmt_num(freq.get("p_value"), 3)),
+                _cell(fmt_num(freq.get("p_value_adjusted"), 3)),
+                _cell(significant, "good" if significant else None),
+                _cell(fmt_pct(bayes.get("chance_to_win"), signed=False)),
+                _cell(fmt_interval(bayes.get("ci"))),
+                _cell(risk_text),
+                _cell(fmt_pct(seq.get("estimate"))),
+                _cell(fmt_interval(seq.get("ci"))),
+                _cell(fmt_num(seq.get("p_value"), 3)),
+                _cell(seq.get("significant")),
+            ]
+        )
+    note = '<p class="muted">Lifts are relative to the control: (mB - mA) / |mA|.</p>'
+    return "<h2>Comparisons</h2>" + note + _html_table(headers, rows, "no comparisons")
+
+
+def _html_stopping(report: Mapping[str, Any]) -> str:
+    stopping = report.get("stopping") or {}
+    met = bool(stopping.get("met"))
+    summary = (
+        f"<p>{_badge('met' if met else 'not met', 'good' if met else '')}"
+        f"winner: {_e(stopping.get('winner') or MISSING)} &mdash; "
+        f"{_e(stopping.get('reason') or MISSING)}</p>"
+    )
+    rows = [
+        [_cell(str(r.get("name"))), _cell(r.get("met")), _cell(str(r.get("detail") or ""), "text")]
+        for r in stopping.get("rules") or []
+    ]
+    table = _html_table(["rule", "met", "detail"], rows, "no stopping rules")
+    return "<h2>Stopping rules</h2>" + summary + table
+
+
+def _html_guardrails(report: Mapping[str, Any]) -> str:
+    rows = []
+    for g in report.get("guardrails") or []:
+        breached = g.get("breached")
+        rows.append(
+            [
+                _cell(str(g.get("arm"))),
+                _cell(str(g.get("rule")), "text"),
+                _cell(g.get("value")),
+                _cell(g.get("threshold")),
+                _cell(breached, "bad" if breached else None),
+                _cell(str(g.get("detail") or ""), "text"),
+            ]
+        )
+    headers = ["arm", "rule", "value", "threshold", "breached", "detail"]
+    return "<h2>Guardrails</h2>" + _html_table(headers, rows, "no guardrails")
+
+
+def _html_srm_ramp(report: Mapping[str, Any]) -> str:
+    srm = report.get("srm") or {}
+    mismatch = srm.get("mismatch")
+    srm_html = (
+        f"<p>p-value {_e(fmt_num(srm.get('p_value'), 3))} "
+        f"{_badge('mismatch' if mismatch else 'no mismatch', 'bad' if mismatch else 'good')}</p>"
+    )
+    ramp = report.get("ramp")
+    if isinstance(ramp, Mapping):
+        steps = ramp.get("steps") or []
+        current = ramp.get("step")
+        marks = " &rarr; ".join(
+            f"<b>[{_e(fmt_num(s))}%]</b>" if i == current else f"{_e(fmt_num(s))}%"
+            for i, s in enumerate(steps)
+        )
+        ramp_html = (
+            f"<p>arm {_e(ramp.get('arm'))} at {_e(fmt_num(ramp.get('percent')))}% "
+            f"(step {_e(fmt_num(current))}): {marks}</p>"
+        )
+    else:
+        ramp_html = '<p class="muted">no ramp</p>'
+    return "<h2>Sample ratio mismatch</h2>" + srm_html + "<h2>Ramp</h2>" + ramp_html
+
+
+def _html_drift(report: Mapping[str, Any]) -> str:
+    drift = report.get("drift")
+    if not isinstance(drift, Mapping):
+        return '<h2>Drift</h2><p class="muted">no drift check</p>'
+    alert = drift.get("alert")
+    head = f"<p>{_badge('drift alert' if alert else 'no drift alert', 'bad' if alert else 'good')}"
+    head += f"PSI threshold {_e(fmt_num(psi_threshold(drift)))}</p>"
+    reasons = drift.get("reasons") or []
+    if reasons:
+        head += "<ul>" + "".join(f"<li>{_e(r)}</li>" for r in reasons) + "</ul>"
+    headers = ["name", "kind", "statistic", "p", "p adj.", "PSI", "drifted"]
+
+    def row(item: Mapping[str, Any], first: str) -> list[str]:
+        return [
+            _cell(str(item.get(first))),
+            _cell(str(item.get("kind") or MISSING)),
+            _cell(item.get("statistic")),
+            _cell(fmt_num(item.get("p_value"), 3)),
+            _cell(fmt_num(item.get("p_adjusted"), 3)),
+            _cell(psi_of(item)),
+            _cell(item.get("drifted"), "bad" if item.get("drifted") else None),
+        ]
+
+    features = _html_table(
+        headers, [row(f, "name") for f in top_features(drift)], "no feature statistics"
+    )
+    arms = _html_table(
+        ["arm", *headers[1:]], [row(a, "arm") for a in drift_arms(drift)], "no arm drift"
+    )
+    return f"<h2>Drift</h2>{head}<h3>Features (top {TOP_FEATURES} by PSI)</h3>{features}" + (
+        f"<h3>Predictions per arm</h3>{arms}"
+    )
+
+
+def _html_audit(report: Mapping[str, Any]) -> str:
+    rows = [
+        [
+            _cell(fmt_when(entry.get("at"))),
+            _cell(str(entry.get("action"))),
+            _cell(str(entry.get("actor") or MISSING)),
+            _cell(_compact(entry.get("detail")), "text"),
+        ]
+        for entry in report.get("audit") or []
+    ]
+    return "<h2>Audit log</h2>" + _html_table(
+        ["at", "action", "actor", "detail"], rows, "no audit entries"
+    )
+
+
+def _html_plots(plots: Mapping[str, Path]) -> str:
+    images = []
+    for key, path in plots.items():
+        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        images.append(f'<img alt="{_e(key)}" src="data:image/png;base64,{data}">')
+    if not images:
+        return ""
+    return '<h2>Charts</h2><div class="plots">' + "".join(images) + "</div>"
+
+
+def render_html(report: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
+    """One self-contained HTML page for a report.
+
+    Sections: header (status, outcome, winner, policy, timing, MLflow run id), arms,
+    charts (each PNG of ``plots`` embedded as a base64 ``data:`` URI), comparisons,
+    stopping rules, guardrails, SRM, ramp, drift and the audit log. CSS is inline, there
+    are no scripts and no external references; every report string is HTML-escaped.
+
+    Args:
+        report: The report dict.
+        plots: Plot key -> PNG path, as returned by :func:`render_plots` (may be empty).
+
+    Returns:
+        The HTML document as a string.
+    """
+    name = report.get("experiment") or "?"
+    sections = [
+        _html_header(report),
+        _html_arms(report),
+        _html_plots(plots),
+        _html_comparisons(report),
+        _html_stopping(report),
+        _html_guardrails(report),
+        _html_srm_ramp(report),
+        _html_drift(report),
+        _html_audit(report),
+    ]
+    body = "\n".join(sections)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>bandit-serve report: {_e(name)}</title><style>{_CSS}</style></head>"
+        f"<body>\n{body}\n</body></html>\n"
+    )

@@ -1,0 +1,79 @@
+"""Reports built off the state's event loop, from a consistent copy, cached briefly.
+
+A report reads the store (timeline, audit log, per-period stats) and runs every comparison;
+built on the event loop, a flood of ``GET /report`` would delay the syncs and feedback
+commits that share it. So a request takes a copy of the experiment on the loop (a few
+microseconds), and the store reads and the analysis run in a worker thread; concurrent
+requests for the same report share one build, and a built report is served again for
+``ttl_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from serve_app.experiment.live import LiveExperiment
+from serve_app.report.build import build_report
+from serve_app.state.store import ExperimentStore
+
+AUDIT_ENTRIES = 1000
+"""Most audit entries a report carries (the newest; GET /audit has them all)."""
+
+
+class ReportCache:
+    """Builds and caches reports per (experiment, audit included, timeline points)."""
+
+    def __init__(
+        self,
+        store: ExperimentStore,
+        live: Callable[[str], LiveExperiment],
+        ttl_s: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.live = live
+        self.ttl_s = ttl_s
+        self._cache: dict[tuple[str, bool, int], tuple[float, dict[str, Any]]] = {}
+        self._building: dict[tuple[str, bool, int], asyncio.Future[dict[str, Any]]] = {}
+        self.builds = 0
+
+    async def report(self, name: str, audit: bool, timeline_points: int) -> dict[str, Any]:
+        key = (name, audit, timeline_points)
+        cached = self._cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < self.ttl_s:
+            return cached[1]
+        building = self._building.get(key)
+        if building is not None:
+            return await asyncio.shield(building)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._building[key] = future
+        try:
+            live = self.live(name)  # copied on the loop: consistent with the syncs
+            drift = live.drift.full() if live.drift else None
+            copy = live.frozen_copy()
+            report = await asyncio.to_thread(self._build, copy, drift, audit, timeline_points)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        finally:
+            del self._building[key]
+        self._cache[key] = (time.monotonic(), report)
+        future.set_result(report)
+        self.builds += 1
+        return report
+
+    def _build(
+        self,
+        live: LiveExperiment,
+        drift: dict[str, Any] | None,
+        audit: bool,
+        timeline_points: int,
+    ) -> dict[str, Any]:
+        name = live.name
+        timeline = self.store.timeline(name, limit=timeline_points)
+        entries = self.store.audit_log(name, limit=AUDIT_ENTRIES) if audit else None
+        periods = self.store.period_stats(name)
+        return build_report(live, timeline, entries, periods, drift)
