@@ -7,6 +7,11 @@ caching, serialisation) and call two private hooks that each algorithm implement
 * ``_choose(unit_id)``: the algorithm's own pick, without the floor;
 * ``_base_weights()``: the algorithm's own probability ``w_i`` of each pick.
 
+Two optional hooks: ``_setup()`` derives what the parameters alone determine (once, at
+construction), and :meth:`Policy._derived` caches what the learned statistics determine
+(posteriors, the best arms, the weights) until they change, so no algorithm needs its own
+``__init__`` or cache invalidation.
+
 With a floor ``f`` over ``K`` arms the routed probability is exactly
 ``p_i = f + (1 - K f) w_i``: with probability ``K f`` an arm is drawn uniformly, otherwise the
 algorithm picks.
@@ -15,10 +20,10 @@ algorithm picks.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -27,6 +32,8 @@ from bandits.arm_stats import ArmStats
 from bandits.errors import PolicyConfigError
 
 __all__ = ["Decision", "Policy", "PolicyParams"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +124,15 @@ class Policy(ABC):
 
     name: ClassVar[str]
     params_type: ClassVar[type[PolicyParams]] = PolicyParams
+    _by_name: ClassVar[dict[str, type[Policy]]] = {}
 
     arms: tuple[str, ...]
     params: PolicyParams
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:  # a concrete algorithm: findable by from_state_dict
+            Policy._by_name[cls.name] = cls
 
     def __init__(
         self,
@@ -133,7 +146,17 @@ class Policy(ABC):
         self._check_params()
         self._rng = np.random.default_rng(seed)
         self._stats: dict[str, ArmStats] = {arm: ArmStats() for arm in self.arms}
-        self._weights_cache: dict[str, float] | None = None
+        self._cache: dict[str, Any] = {}
+        self._setup()
+
+    def _setup(self) -> None:  # noqa: B027 - an optional hook, empty by design
+        """Hook: derive what the parameters alone determine (called once, after validation)."""
+
+    def _derived(self, key: str, compute: Callable[[], T]) -> T:
+        """``compute()``, cached under ``key`` until the learned statistics change."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]  # type: ignore[no-any-return]
 
     @classmethod
     def _coerce_params(cls, params: PolicyParams | Mapping[str, Any] | None) -> PolicyParams:
@@ -216,9 +239,8 @@ class Policy(ABC):
         return tuple((s.feedback, s.reward_sum, s.reward_sum_squares) for s in self._stats.values())
 
     def _stats_changed(self) -> None:
-        """Hook: drop anything derived from the learned statistics (feedback and rewards,
-        not pull counts). Overrides must call super()."""
-        self._weights_cache = None
+        # Pull counts alone never get here (see _learned): nothing derived depends on them.
+        self._cache.clear()
 
     # ----------------------------------------------------------------- decisions
 
@@ -251,12 +273,13 @@ class Policy(ABC):
         return dict(self._current_weights())
 
     def _current_weights(self) -> dict[str, float]:
-        if self._weights_cache is None:
-            base = self._base_weights()
-            floor = self.params.floor
-            scale = 1.0 - len(self.arms) * floor
-            self._weights_cache = {arm: floor + scale * base[arm] for arm in self.arms}
-        return self._weights_cache
+        return self._derived("weights", self._floored_weights)
+
+    def _floored_weights(self) -> dict[str, float]:
+        base = self._base_weights()
+        floor = self.params.floor
+        scale = 1.0 - len(self.arms) * floor
+        return {arm: floor + scale * base[arm] for arm in self.arms}
 
     @abstractmethod
     def _choose(self, unit_id: str | None) -> str:
@@ -293,10 +316,13 @@ class Policy(ABC):
             raise PolicyConfigError(f"state dict is missing key(s) {missing}")
         target: type[Policy] = cls
         if cls is Policy:
-            # Imported here: the registry imports every policy module, which import this one.
-            from bandits.registry import get_policy_class
-
-            target = get_policy_class(state["policy"])
+            found = Policy._by_name.get(state["policy"])
+            if found is None:
+                known = ", ".join(sorted(Policy._by_name))
+                raise PolicyConfigError(
+                    f"unknown policy {state['policy']!r}; known policies: {known}"
+                )
+            target = found
         elif state["policy"] != cls.name:
             raise PolicyConfigError(
                 f"state dict is for policy {state['policy']!r}, not {cls.name!r}"

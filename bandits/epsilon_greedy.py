@@ -9,9 +9,8 @@ Arms without feedback count as best, so every arm is tried before any is exploit
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from bandits._checks import check_real
 from bandits.base import Policy, PolicyParams
@@ -50,30 +49,16 @@ class EpsilonGreedy(Policy):
     params_type: ClassVar[type[PolicyParams]] = EpsilonGreedyParams
     params: EpsilonGreedyParams
 
-    def __init__(
-        self,
-        arms: Sequence[str],
-        params: PolicyParams | Mapping[str, Any] | None = None,
-        *,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(arms, params, seed=seed)
-        self._best_cache: tuple[str, ...] | None = None
-
-    def _stats_changed(self) -> None:
-        super()._stats_changed()
-        self._best_cache = None
-
     def best_arms(self) -> tuple[str, ...]:
         """Untried arms if any, else the arms with the highest mean reward."""
-        if self._best_cache is None:
-            untried = tuple(arm for arm, s in self._stats.items() if s.feedback == 0)
-            if untried:
-                self._best_cache = untried
-            else:
-                top = max(s.reward_mean for s in self._stats.values())
-                self._best_cache = tuple(a for a, s in self._stats.items() if s.reward_mean == top)
-        return self._best_cache
+        return self._derived("best", self._best)
+
+    def _best(self) -> tuple[str, ...]:
+        untried = tuple(arm for arm, s in self._stats.items() if s.feedback == 0)
+        if untried:
+            return untried
+        top = max(s.reward_mean for s in self._stats.values())
+        return tuple(a for a, s in self._stats.items() if s.reward_mean == top)
 
     def _choose(self, unit_id: str | None) -> str:
         epsilon = self.params.epsilon

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from bandits._checks import check_real
 from bandits.base import Policy, PolicyParams
@@ -105,14 +105,7 @@ class FixedSplit(Policy):
     params_type: ClassVar[type[PolicyParams]] = FixedSplitParams
     params: FixedSplitParams
 
-    def __init__(
-        self,
-        arms: Sequence[str],
-        params: PolicyParams | Mapping[str, Any] | None = None,
-        *,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(arms, params, seed=seed)
+    def _setup(self) -> None:
         configured = self.params.weights
         if configured:
             total = math.fsum(configured.values())

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -52,29 +51,15 @@ class ThompsonSampling(Policy):
 
     params: ThompsonSamplingParams
 
-    def __init__(
-        self,
-        arms: Sequence[str],
-        params: PolicyParams | Mapping[str, Any] | None = None,
-        *,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(arms, params, seed=seed)
-        self._posterior_cache: dict[str, Posterior] | None = None
-
     @abstractmethod
     def _posterior(self, stats: ArmStats) -> Posterior:
         """The posterior of one arm given its statistics."""
 
-    def _stats_changed(self) -> None:
-        super()._stats_changed()
-        self._posterior_cache = None
-
     def posteriors(self) -> dict[str, Posterior]:
         """Current posterior of every arm."""
-        if self._posterior_cache is None:
-            self._posterior_cache = {arm: self._posterior(s) for arm, s in self._stats.items()}
-        return self._posterior_cache
+        return self._derived(
+            "posteriors", lambda: {arm: self._posterior(s) for arm, s in self._stats.items()}
+        )
 
     def _choose(self, unit_id: str | None) -> str:
         # Scalar draws in a loop: for K up to ~20 this beats one vectorised call per decision.

@@ -12,9 +12,8 @@ sends all its traffic to one arm; use a floor, or Thompson sampling, when syncs 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from bandits._checks import check_real
 from bandits.base import Policy, PolicyParams
@@ -58,20 +57,6 @@ class UCB1(Policy):
     params_type: ClassVar[type[PolicyParams]] = UCB1Params
     params: UCB1Params
 
-    def __init__(
-        self,
-        arms: Sequence[str],
-        params: PolicyParams | Mapping[str, Any] | None = None,
-        *,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(arms, params, seed=seed)
-        self._best_cache: tuple[str, ...] | None = None
-
-    def _stats_changed(self) -> None:
-        super()._stats_changed()
-        self._best_cache = None
-
     def indices(self) -> dict[str, float]:
         """Upper confidence index per arm; ``inf`` for arms without feedback."""
         total = sum(s.feedback for s in self._stats.values())
@@ -84,11 +69,12 @@ class UCB1(Policy):
 
     def best_arms(self) -> tuple[str, ...]:
         """Arms sharing the largest index (all untried arms, while any remain)."""
-        if self._best_cache is None:
-            indices = self.indices()
-            top = max(indices.values())
-            self._best_cache = tuple(arm for arm, i in indices.items() if i == top)
-        return self._best_cache
+        return self._derived("best", self._best)
+
+    def _best(self) -> tuple[str, ...]:
+        indices = self.indices()
+        top = max(indices.values())
+        return tuple(arm for arm, i in indices.items() if i == top)
 
     def _choose(self, unit_id: str | None) -> str:
         best = self.best_arms()
