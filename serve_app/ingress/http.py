@@ -224,7 +224,7 @@ app.add_middleware(RequestGuard)
 
 
 @app.exception_handler(BanditServeError)
-async def _project_error(_request: Request, error: BanditServeError) -> JSONResponse:
+async def project_error(_request: Request, error: BanditServeError) -> JSONResponse:
     headers = {"Retry-After": "1"} if error.status == 503 else None
     if error.status == 401:
         headers = {"WWW-Authenticate": "Bearer"}

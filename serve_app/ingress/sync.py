@@ -270,19 +270,21 @@ class StateLink:
         """Commit, retrying a call whose answer was lost until the commit timeout (safe:
         the store recognises each record's ``commit_id``)."""
         deadline = time.monotonic() + self.limits.feedback_commit_timeout_s
+        per_attempt = max(1.0, self.limits.feedback_commit_timeout_s / 3)
         delay = 0.1
         while True:
             remaining = deadline - time.monotonic()
-            attempt = min(remaining, max(1.0, self.limits.feedback_commit_timeout_s / 3))
             try:
                 return list(
                     await asyncio.wait_for(
-                        resolve(self.state.record_feedback.remote(records)), timeout=attempt
+                        resolve(self.state.record_feedback.remote(records)),
+                        timeout=max(min(remaining, per_attempt), 0.05),
                     )
                 )
             except Exception as error:
-                if time.monotonic() + delay >= deadline:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     raise
                 logger.info("feedback commit retried after %r", error)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(min(delay, remaining))
                 delay = min(2 * delay, 1.0)

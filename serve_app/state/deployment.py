@@ -57,6 +57,14 @@ CIRCUITS_FRESH_S = 30.0
 """Router replicas that synced this recently count in ``bandit_arm_circuit_open``."""
 
 
+def _app_name() -> str | None:
+    """This replica's Serve application, or None outside a Serve replica."""
+    try:
+        return str(serve.get_replica_context().app_name)
+    except Exception:
+        return None
+
+
 @dataclass(frozen=True)
 class StateSnapshot:
     """What a router routes on: every experiment, and running replicas per deployment."""
@@ -103,22 +111,25 @@ class ExperimentState:
             await self._track_drift(live)
         self.replicas: dict[str, int] = {}
         self._circuits: dict[str, tuple[float, Mapping[str, Mapping[str, str]]]] = {}
-        app_name = serve.get_replica_context().app_name
         settings = config.lifecycle
         self._loops = [
             asyncio.create_task(
                 every(settings.evaluate_interval_s, self.lifecycle.step, "lifecycle")
             ),
             asyncio.create_task(every(self.timeline.tick_s, self.timeline.step, "timeline")),
-            asyncio.create_task(
-                every(
-                    config.router.replica_check_interval_s,
-                    lambda: watch_replicas(app_name, self.replicas),
-                    "replica check (serve.status())",
-                )
-            ),
             asyncio.create_task(every(3600.0, lambda: prune_sync_log(self.store), "sync log")),
         ]
+        app_name = _app_name()
+        if app_name is not None:  # in a Serve replica (tests also run this class in-process)
+            self._loops.append(
+                asyncio.create_task(
+                    every(
+                        config.router.replica_check_interval_s,
+                        lambda: watch_replicas(app_name, self.replicas),
+                        "replica check (serve.status())",
+                    )
+                )
+            )
         for name, live in self.experiments.items():
             if live.status == "concluded" and live.mlflow_run_id is None:
                 self.conclusions.later(name)
@@ -244,3 +255,10 @@ class ExperimentState:
 
     def check_health(self) -> None:
         self.store.ping()
+
+    async def close(self) -> None:
+        """Stop the background loops and close the store (tests; Serve kills the actor)."""
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self.store.close()

@@ -471,7 +471,8 @@ class ExperimentStore:
                 continue
             if key in stored:
                 previous = records[first[key]]
-                reward, metrics, commit_id = previous.reward, dict(previous.metrics), ""
+                reward, metrics = previous.reward, dict(previous.metrics)
+                commit_id = previous.commit_id
             else:
                 reward, metrics, commit_id = earlier[key]
             if not record.same_outcome(reward, metrics):

@@ -254,3 +254,82 @@ def empty_report() -> dict[str, Any]:
     for arm in report["arms"]:
         arm["posterior"] = None
     return report
+
+
+# --------------------------------------------------------------------------- in-process state
+
+
+ARMS = [
+    {"name": "a", "model_uri": "/m/a", "weight": 0.5},
+    {"name": "b", "model_uri": "/m/b", "weight": 0.5},
+]
+
+
+def state_args(data_dir: str, **extra: Any) -> dict[str, Any]:
+    """A small app config for the state deployment run in-process (no models are loaded)."""
+    experiments = extra.pop(
+        "experiments",
+        [
+            {"name": "exp", "policy": {"name": "fixed"}, "arms": ARMS, "metrics": ["refund"]},
+            {"name": "ts", "policy": {"name": "thompson"}, "arms": [
+                {"name": "a", "model_uri": "/m/a"}, {"name": "b", "model_uri": "/m/b"}]},
+        ],
+    )  # fmt: skip
+    return {
+        "data_dir": data_dir,
+        "check_models": False,
+        "lifecycle": {"evaluate_interval_s": 3600, "timeline_interval_s": 3600},
+        "experiments": experiments,
+        **extra,
+    }
+
+
+async def start_state(config: Any) -> Any:
+    """The experiment-state deployment's class, run in this process (its constructor is
+    async, as Serve allows)."""
+    from serve_app.state.deployment import ExperimentState
+
+    cls = ExperimentState.func_or_class
+    state = cls.__new__(cls)
+    await cls.__init__(state, config)
+    return state
+
+
+class LocalHandle:
+    """Calls an in-process deployment object the way a DeploymentHandle does
+    (``handle.method.remote(...)`` is awaitable). ``lose`` makes the next answers of a method
+    get lost after the call ran: what a router sees when the state dies after its commit."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.lose: dict[str, int] = {}
+        self.down = False
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.target, name)
+        handle = self
+
+        class Method:
+            def remote(self, *args: Any, **kwargs: Any) -> Any:
+                async def call() -> Any:
+                    handle.calls[name] = handle.calls.get(name, 0) + 1
+                    if handle.down:
+                        raise ConnectionError(f"{name}: the state is down")
+                    result = await method(*args, **kwargs)
+                    if handle.lose.get(name, 0) > 0:
+                        handle.lose[name] -= 1
+                        raise ConnectionError(f"{name}: the answer was lost")
+                    return result
+
+                return call()
+
+        return Method()
+
+
+@pytest.fixture
+def in_process() -> Any:
+    """``state_args``, ``start_state`` and ``LocalHandle`` (test modules cannot import conftest)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(state_args=state_args, start_state=start_state, LocalHandle=LocalHandle)

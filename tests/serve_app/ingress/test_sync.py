@@ -1,0 +1,115 @@
+"""A router's link to the state without Ray: the real state logic runs in this process behind
+a handle that can lose answers, so retries, duplicates and outages are exact."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from serve_app.config import RouterConfig, parse_config
+from serve_app.errors import Unavailable
+from serve_app.experiment.records import FeedbackOutcome, FeedbackRecord
+from serve_app.ingress.sync import StateLink
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def record(key: str, reward: float = 1.0, commit: str = "c1") -> FeedbackRecord:
+    return FeedbackRecord(key, "exp", 1, "a", reward, 0.5, time.time(), True, (), commit)
+
+
+async def link_to(in_process, tmp_path, **limits):
+    config = parse_config(in_process.state_args(str(tmp_path)))
+    state = await in_process.start_state(config)
+    handle = in_process.LocalHandle(state)
+    snapshots = []
+    settings = RouterConfig(feedback_commit_window_s=0.0, **limits)
+    link = StateLink(handle, "router-1", settings, snapshots.append, lambda: {}, lambda: {})
+    return state, handle, link, snapshots
+
+
+def test_a_batch_whose_answer_was_lost_is_sent_again_and_counted_once(in_process, tmp_path):
+    async def scenario():
+        state, handle, link, snapshots = await link_to(in_process, tmp_path)
+        for _ in range(5):
+            link.outbox.count("exp", 1, "a", "pulls")
+        handle.lose["sync"] = 2  # the state commits, the router never hears it: twice
+        assert await link.sync_once() is False
+        link.outbox.count("exp", 1, "a", "pulls")  # a later decision waits in the outbox
+        assert await link.sync_once() is False
+        assert await link.sync_once() is True  # the same batch a third time: acknowledged
+        assert (await state.experiment_summary("exp"))["arms"][0]["requests"] == 5
+        assert state.ledger.duplicate_batches == 2
+        assert await link.sync_once() is True  # then the next batch with the later decision
+        assert (await state.experiment_summary("exp"))["arms"][0]["requests"] == 6
+        assert snapshots[-1].experiments["exp"].stats["a"].pulls == 6
+        await state.close()
+
+    run(scenario())
+
+
+def test_counts_wait_in_the_outbox_while_the_state_is_down(in_process, tmp_path):
+    async def scenario():
+        state, handle, link, _ = await link_to(in_process, tmp_path)
+        handle.down = True
+        for _ in range(3):
+            link.outbox.count("exp", 1, "a", "pulls")
+            assert await link.sync_once() is False
+        assert link.failures == 3
+        handle.down = False
+        assert await link.sync_once() is True
+        assert await link.sync_once() is True
+        assert (await state.experiment_summary("exp"))["arms"][0]["requests"] == 3
+        await state.close()
+
+    run(scenario())
+
+
+def test_a_commit_whose_answer_was_lost_is_retried_not_answered_503(in_process, tmp_path):
+    async def scenario():
+        state, handle, link, _ = await link_to(in_process, tmp_path)
+        handle.lose["record_feedback"] = 1  # committed, answer lost: the router retries
+        assert await link.commit(record("k1")) is FeedbackOutcome.STORED
+        assert handle.calls["record_feedback"] == 2
+        assert (await state.experiment_summary("exp"))["arms"][0]["feedback"] == 1
+        # a client repeating the request afterwards is told it was a replay
+        assert await link.commit(record("k1", commit="c2")) is FeedbackOutcome.REPLAYED
+        assert await link.commit(record("k1", reward=0.0, commit="c3")) is FeedbackOutcome.CONFLICT
+        await state.close()
+
+    run(scenario())
+
+
+def test_feedback_gets_503_only_after_the_commit_timeout(in_process, tmp_path):
+    async def scenario():
+        state, handle, link, _ = await link_to(in_process, tmp_path, feedback_commit_timeout_s=0.5)
+        handle.down = True
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            await link.commit(record("k1"))
+        waited = time.monotonic() - started
+        assert 0.4 <= waited < 2.0
+        assert handle.calls["record_feedback"] >= 2  # it was retried meanwhile
+        assert (await state.experiment_summary("exp"))["arms"][0]["feedback"] == 0
+        handle.down = False
+        assert await link.commit(record("k1")) is FeedbackOutcome.STORED  # the client's retry
+        await state.close()
+
+    run(scenario())
+
+
+def test_a_group_commit_answers_every_request(in_process, tmp_path):
+    async def scenario():
+        state, handle, link, _ = await link_to(in_process, tmp_path)
+        link.limits = RouterConfig(feedback_commit_window_s=0.02)
+        keys = [f"k{i}" for i in range(50)]
+        outcomes = await asyncio.gather(*(link.commit(record(k, commit=k)) for k in keys))
+        assert outcomes == [FeedbackOutcome.STORED] * 50
+        assert handle.calls["record_feedback"] == 1  # one transaction for all 50
+        await state.close()
+
+    run(scenario())
