@@ -271,6 +271,7 @@ class LiveExperiment:
                     "model_uri": arm_config.model_uri,
                     "requests": stats.pulls,
                     "forced": counts.forced,
+                    "forced_errors": counts.forced_errors,
                     "errors": counts.errors,
                     "fallbacks": counts.fallbacks,
                     "feedback": stats.feedback,

@@ -166,6 +166,9 @@ class RequestGuard:
             )
             return
         path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):  # the app's own path, behind a route prefix
+            path = path[len(root) :] or "/"
         if settings.authorize_docs is not None and path in DOCS_PATHS:
             try:
                 settings.authorize_docs(

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from typing import Any
 
 from fastapi import Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from ray import serve
@@ -438,7 +438,8 @@ class Router:
         if name not in self.experiments:
             raise self._unknown(name)
         audit = self.auth.is_control(authorization)
-        return await self.link.state.report.remote(name, audit, timeline_points)
+        encoded = await self.link.state.report.remote(name, audit, timeline_points)
+        return Response(encoded, media_type="application/json")
 
     @app.get("/experiments/{name}/drift", responses=ERRORS)
     async def drift(self, name: str, request: Request) -> Any:

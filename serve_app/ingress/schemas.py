@@ -90,7 +90,8 @@ class ArmSummary(BaseModel):
     model_uri: str
     requests: int = Field(description="decisions the policy routed to the arm")
     forced: int = Field(description="requests that forced the arm (not learned from)")
-    errors: int
+    forced_errors: int = Field(0, description="failed forced requests (no guardrail counts them)")
+    errors: int = Field(description="failed calls of routed decisions (the error guardrail)")
     fallbacks: int = Field(description="requests the default arm answered for this arm")
     feedback: int
     reward_sum: float

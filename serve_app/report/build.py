@@ -7,7 +7,8 @@ Served as ``GET /experiments/{name}/report``, printed and drawn by ``bandit-serv
 - ``arms``: counts, reward mean, weight, P(best), expected loss, error rate, p95 latency,
   whether a guardrail rolled the arm back (and why), the posterior of its mean, and its
   period-weighted mean (robust to weights changing over time: Simpson's paradox);
-- ``comparisons``: each challenger against the control (:func:`serve_app.experiment.analysis.compare`);
+- ``comparisons``: each challenger against the control
+  (:func:`serve_app.experiment.analysis.compare`);
 - ``srm``, ``stopping``, ``guardrails``, ``ramp``: the lifecycle's view now;
 - ``timeline``: cumulative per-arm counts sampled as decisions accumulate (at most the
   requested number of samples, spread over the whole history);

@@ -35,7 +35,7 @@ from serve_app.config import AppConfig
 from serve_app.experiment.drift import ExperimentDrift
 from serve_app.experiment.live import ExperimentSnapshot, LiveExperiment
 from serve_app.experiment.records import FeedbackOutcome, FeedbackRecord, SyncBatch
-from serve_app.state.control import ControlError, ControlPlane
+from serve_app.state.control import ControlPlane
 from serve_app.state.keys import load_keyring
 from serve_app.state.ledger import Ledger
 from serve_app.state.loops import (
@@ -55,6 +55,9 @@ logger = logging.getLogger("ray.serve")
 
 CIRCUITS_FRESH_S = 30.0
 """Router replicas that synced this recently count in ``bandit_arm_circuit_open``."""
+REPLICA_WARMUP = (30.0, 0.5)
+"""For its first 30 s the state polls replicas every 0.5 s: the arms are still starting, and
+an arm first seen without a running replica must not look dead for a whole interval."""
 
 
 def _app_name() -> str | None:
@@ -127,6 +130,7 @@ class ExperimentState:
                         config.router.replica_check_interval_s,
                         lambda: watch_replicas(app_name, self.replicas),
                         "replica check (serve.status())",
+                        warmup=REPLICA_WARMUP,
                     )
                 )
             )
@@ -218,13 +222,10 @@ class ExperimentState:
 
     # ---------------------------------------------------------------- read side
 
-    async def report(self, name: str, audit: bool = False, timeline_points: int = 500) -> Any:
-        """The full analysis of one experiment (see :func:`serve_app.report.build.build_report`),
-        built off the loop and cached briefly."""
-        try:
-            return await self.reports.report(name, audit, timeline_points)
-        except ControlError as error:
-            return {"error": str(error), "status": error.status}
+    async def report(self, name: str, audit: bool = False, timeline_points: int = 500) -> bytes:
+        """The full analysis of one experiment as JSON (see
+        :func:`serve_app.report.build.build_report`), built off the loop and cached briefly."""
+        return await self.reports.encoded(name, audit, timeline_points)
 
     async def _mlflow_report(self, name: str) -> dict[str, Any]:
         return await self.reports.report(name, True, 5000)

@@ -32,10 +32,18 @@ SYNC_LOG_TTL_S = 24 * 3600.0
 """Routers silent for this long are forgotten by the sync log (their replicas are gone)."""
 
 
-async def every(interval_s: float, step: Callable[[], Awaitable[Any]], what: str) -> None:
-    """Run ``step`` every ``interval_s`` forever; a failing step is logged and retried."""
+async def every(
+    interval_s: float,
+    step: Callable[[], Awaitable[Any]],
+    what: str,
+    warmup: tuple[float, float] | None = None,
+) -> None:
+    """Run ``step`` every ``interval_s`` forever; a failing step is logged and retried.
+    ``warmup=(seconds, faster)`` runs it every ``faster`` seconds for the first ``seconds``."""
+    started = time.monotonic()
     while True:
-        await asyncio.sleep(interval_s)
+        fast = warmup is not None and time.monotonic() - started < warmup[0]
+        await asyncio.sleep(min(interval_s, warmup[1]) if fast and warmup else interval_s)
         try:
             await step()
         except Exception:

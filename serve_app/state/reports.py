@@ -3,14 +3,16 @@
 A report reads the store (timeline, audit log, per-period stats) and runs every comparison;
 built on the event loop, a flood of ``GET /report`` would delay the syncs and feedback
 commits that share it. So a request takes a copy of the experiment on the loop (a few
-microseconds), and the store reads and the analysis run in a worker thread; concurrent
-requests for the same report share one build, and a built report is served again for
-``ttl_s``.
+microseconds), and the store reads, the analysis and the JSON encoding run in a worker
+thread; concurrent requests for the same report share one build, and a built report is
+served again for ``ttl_s`` as the encoded bytes (which cross the actor boundary and leave the
+router without being encoded again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,11 +37,16 @@ class ReportCache:
         self.store = store
         self.live = live
         self.ttl_s = ttl_s
-        self._cache: dict[tuple[str, bool, int], tuple[float, dict[str, Any]]] = {}
-        self._building: dict[tuple[str, bool, int], asyncio.Future[dict[str, Any]]] = {}
+        self._cache: dict[tuple[str, bool, int], tuple[float, bytes]] = {}
+        self._building: dict[tuple[str, bool, int], asyncio.Future[bytes]] = {}
         self.builds = 0
 
     async def report(self, name: str, audit: bool, timeline_points: int) -> dict[str, Any]:
+        """The report as a document (MLflow records of conclusions take this one)."""
+        return dict(json.loads(await self.encoded(name, audit, timeline_points)))
+
+    async def encoded(self, name: str, audit: bool, timeline_points: int) -> bytes:
+        """The report as JSON bytes, cached for ``ttl_s``."""
         key = (name, audit, timeline_points)
         cached = self._cache.get(key)
         if cached is not None and time.monotonic() - cached[0] < self.ttl_s:
@@ -47,7 +54,7 @@ class ReportCache:
         building = self._building.get(key)
         if building is not None:
             return await asyncio.shield(building)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._building[key] = future
         try:
             live = self.live(name)  # copied on the loop: consistent with the syncs
@@ -71,9 +78,17 @@ class ReportCache:
         drift: dict[str, Any] | None,
         audit: bool,
         timeline_points: int,
-    ) -> dict[str, Any]:
+    ) -> bytes:
         name = live.name
         timeline = self.store.timeline(name, limit=timeline_points)
         entries = self.store.audit_log(name, limit=AUDIT_ENTRIES) if audit else None
         periods = self.store.period_stats(name)
-        return build_report(live, timeline, entries, periods, drift)
+        report = build_report(live, timeline, entries, periods, drift)
+        return json.dumps(report, allow_nan=False, default=_plain).encode()
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers; anything else is a bug worth a loud failure."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"a report holds a {type(value).__name__}, which JSON cannot")

@@ -18,6 +18,11 @@ import pytest
 APP_NAME = "bandit-serve-e2e"
 CONTROL_TOKEN = "test-control-token-0123456789abcdef"
 QA_TOKEN = "test-qa-token-0123456789abcdef-012345"
+DATA_TOKEN = "test-data-token-0123456789abcdef-0123"
+GUARDED_APP = "bandit-serve-guarded"
+GUARDED_PREFIX = "/guarded"
+GUARDED_HOST = "bandit.test"
+GUARDED_ORIGIN = "https://dashboard.bandit.test"
 
 BROKEN_MODEL = """
 import mlflow
@@ -141,6 +146,13 @@ def e2e_args(demo_store: dict[str, Any], data_dir: str) -> dict[str, Any]:
                 ],
             },
             fixed("flaky", {"logreg": 0.5, "broken": 0.5}, uris),
+            fixed(
+                "hostile",
+                {"logreg": 0.5, "forest": 0.5, "broken": 0.0},
+                uris,
+                guardrails={"max_error_rate": 0.2, "min_requests": 5},
+                metrics=["revenue"],
+            ),
             fixed("control", {"logreg": 0.5, "forest": 0.5}, uris),
             fixed("canary", {"logreg": 0.9, "forest": 0.1}, uris),
             fixed("durable", {"logreg": 0.5, "forest": 0.5}, uris),
@@ -216,14 +228,16 @@ def app_args(demo_store: dict[str, Any], tmp_path_factory: pytest.TempPathFactor
     return e2e_args(demo_store, str(tmp_path_factory.mktemp("bandit-serve")))
 
 
-def deploy(app_args: dict[str, Any], url: str) -> None:
-    """Deploy (or redeploy) the e2e app and wait until it answers."""
+def deploy(
+    app_args: dict[str, Any], url: str, name: str = APP_NAME, prefix: str = "/", **headers: str
+) -> None:
+    """Deploy (or redeploy) an app and wait until it answers."""
     from ray import serve
 
     from serve_app.app import build_app
 
-    serve.run(build_app(app_args), name=APP_NAME, route_prefix="/")
-    wait_healthy(url)
+    serve.run(build_app(app_args), name=name, route_prefix=prefix)
+    wait_healthy(url + prefix.rstrip("/"), headers=headers)
 
 
 @pytest.fixture(scope="session")
@@ -236,11 +250,11 @@ def app_url(serve_url: str, app_args: dict[str, Any]) -> Iterator[str]:
     serve.delete(APP_NAME)
 
 
-def wait_healthy(url: str, timeout_s: float = 60.0) -> None:
+def wait_healthy(url: str, timeout_s: float = 60.0, headers: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=5, headers=headers).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -251,4 +265,67 @@ def wait_healthy(url: str, timeout_s: float = 60.0) -> None:
 @pytest.fixture
 def client(app_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=app_url, timeout=30) as http:
+        yield http
+
+
+def guarded_args(
+    demo_store: dict[str, Any], data_dir: str, store_url: str, keys_dir: str
+) -> dict[str, Any]:
+    """A second app with everything locked down, on PostgreSQL: the data plane, /metrics
+    and /docs need a token, only one Host is served, one origin may read with CORS, and the
+    signing keys come from a mounted directory (a shared store never holds one)."""
+    uris = demo_store["uris"]
+    return {
+        "data_dir": data_dir,
+        "store_url": store_url,
+        "mlflow_tracking_uri": demo_store["tracking_uri"],
+        "auth": {
+            "control_token": CONTROL_TOKEN,
+            "data_token": DATA_TOKEN,
+            "qa_token": QA_TOKEN,
+            "protect_data_plane": True,
+            "signing_keys_dir": keys_dir,
+        },
+        "http": {"allowed_hosts": [GUARDED_HOST], "cors_origins": [GUARDED_ORIGIN]},
+        "router": {
+            "sync_interval_s": 0.05,
+            "deployment": {
+                "num_replicas": 1,
+                "max_ongoing_requests": 128,
+                "ray_actor_options": {"num_cpus": 0.1},
+            },
+        },
+        "experiments": [
+            fixed("pg-split", {"logreg": 0.5, "forest": 0.5}, uris),
+            fixed("pg-durable", {"logreg": 0.5, "forest": 0.5}, uris),
+        ],
+        "lifecycle": {"evaluate_interval_s": 0.5, "timeline_interval_s": 1.0},
+    }
+
+
+@pytest.fixture(scope="session")
+def guarded(
+    serve_url: str,
+    demo_store: dict[str, Any],
+    postgres_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Any]]:
+    """The locked-down app on PostgreSQL, deployed once, at ``/guarded``."""
+    from ray import serve
+
+    keys = tmp_path_factory.mktemp("keys")
+    (keys / "2026-12").write_text("k" * 48)
+    args = guarded_args(
+        demo_store, str(tmp_path_factory.mktemp("guarded")), postgres_url, str(keys)
+    )
+    auth = {"authorization": f"Bearer {DATA_TOKEN}", "host": GUARDED_HOST}
+    deploy(args, serve_url, GUARDED_APP, GUARDED_PREFIX, **auth)
+    yield {"url": serve_url + GUARDED_PREFIX, "args": args, "serve_url": serve_url}
+    serve.delete(GUARDED_APP)
+
+
+@pytest.fixture
+def guarded_client(guarded: dict[str, Any]) -> Iterator[httpx.Client]:
+    headers = {"authorization": f"Bearer {DATA_TOKEN}", "host": GUARDED_HOST}
+    with httpx.Client(base_url=guarded["url"], timeout=30, headers=headers) as http:
         yield http

@@ -89,7 +89,7 @@ def test_forced_calls_feed_no_guardrail():
     forced = Route("b", 1.0, learned=False, forced=True)
     for _ in range(2):
         asyncio.run(dispatch.answer(routed, forced, ROWS))
-    arms, latency, _ = counts(outbox)
+    arms, _, _ = counts(outbox)
     assert arms[("exp", 1, "b")].forced_errors == 2
     assert arms[("exp", 1, "b")].errors == 0
     ok = experiment({"a": Backend(answer=1), "b": Backend(answer=2)})
