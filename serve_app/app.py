@@ -38,7 +38,10 @@ def build_app(args: dict[str, Any]) -> Application:
     config = parse_config(args)
     if config.check_models:
         config = check_models(config)
-    state = ExperimentState.options(name=STATE_DEPLOYMENT).bind(config)
+    state = ExperimentState.options(
+        name=STATE_DEPLOYMENT,
+        ray_actor_options=config.state.ray_actor_options.model_dump(exclude_none=True),
+    ).bind(config)
     arms, shadows = _bind_models(config)
     router = Router.options(
         name=ROUTER_DEPLOYMENT,

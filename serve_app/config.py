@@ -69,11 +69,14 @@ class BatchingConfig(StrictModel):
 
 
 class ActorOptions(StrictModel):
-    """The subset of Ray's ``ray_actor_options`` that sizes a replica."""
+    """The subset of Ray's ``ray_actor_options`` that sizes and places a replica
+    (``resources``: custom node resources, e.g. ``{"models": 0.01}`` to keep a replica on
+    the nodes that declare ``models``)."""
 
     num_cpus: float = Field(0.25, ge=0.0)
     num_gpus: float = Field(0.0, ge=0.0)
     memory: int | None = Field(None, ge=0, description="bytes")
+    resources: dict[str, float] | None = Field(None, description="custom resources")
 
 
 class DeploymentOptions(StrictModel):
@@ -593,6 +596,12 @@ class RouterConfig(StrictModel):
     )
 
 
+class StateConfig(StrictModel):
+    """The experiment-state deployment (one replica): its size and placement."""
+
+    ray_actor_options: ActorOptions = ActorOptions(num_cpus=0.1)
+
+
 class LifecycleLoopConfig(StrictModel):
     """How often the state deployment judges experiments and records their history.
 
@@ -620,6 +629,7 @@ class AppConfig(StrictModel):
     auth: AuthConfig = AuthConfig()
     http: HttpConfig = HttpConfig()
     router: RouterConfig = RouterConfig()
+    state: StateConfig = StateConfig()
     lifecycle: LifecycleLoopConfig = LifecycleLoopConfig()
     experiments: list[ExperimentConfig] = Field(min_length=1)
 
