@@ -52,6 +52,35 @@ def stored_rewards(store_url: str, experiment: str) -> dict[str, dict[str, Any]]
         engine.dispose()
 
 
+SLOW_MODEL = """
+import time
+
+import mlflow
+import numpy as np
+
+
+class Slow(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        time.sleep(1.0)
+        return np.zeros(len(model_input), dtype=np.int64)
+
+
+mlflow.models.set_model(Slow())
+"""
+
+
+def code_model(root: Path, name: str, code: str) -> str:
+    """A local MLflow model from code (models-from-code), saved once per session."""
+    import mlflow
+
+    path = root / name
+    if not path.exists():
+        source = root / f"{name.replace('-', '_')}.py"
+        source.write_text(code)
+        mlflow.pyfunc.save_model(str(path), python_model=str(source))
+    return str(path)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -70,14 +99,12 @@ def arm(name: str, uri: str, **extra: Any) -> dict[str, Any]:
 
 def broken_model(root: Path) -> str:
     """A local MLflow model whose predict always raises (models-from-code)."""
-    import mlflow
+    return code_model(root, "broken-model", BROKEN_MODEL)
 
-    path = root / "broken-model"
-    if not path.exists():
-        code = root / "broken_model.py"
-        code.write_text(BROKEN_MODEL)
-        mlflow.pyfunc.save_model(str(path), python_model=str(code))
-    return str(path)
+
+def shadow(name: str, uri: str, timeout_s: float = 4.0) -> dict[str, Any]:
+    deployment = {**arm("x", "y")["deployment"], "timeout_s": timeout_s}
+    return {"name": name, "model_uri": uri, "percent": 100, "deployment": deployment}
 
 
 def fixed(name: str, weights: dict[str, float], uris: dict[str, str], **extra: Any) -> dict:
@@ -86,7 +113,12 @@ def fixed(name: str, weights: dict[str, float], uris: dict[str, str], **extra: A
 
 
 def e2e_args(demo_store: dict[str, Any], data_dir: str) -> dict[str, Any]:
-    uris = {**demo_store["uris"], "broken": broken_model(Path(demo_store["root"]))}
+    root = Path(demo_store["root"])
+    uris = {
+        **demo_store["uris"],
+        "broken": broken_model(root),
+        "slow": code_model(root, "slow-model", SLOW_MODEL),
+    }
     return {
         "data_dir": data_dir,
         "mlflow_tracking_uri": demo_store["tracking_uri"],
@@ -146,6 +178,16 @@ def e2e_args(demo_store: dict[str, Any], data_dir: str) -> dict[str, Any]:
                 ],
             },
             fixed("flaky", {"logreg": 0.5, "broken": 0.5}, uris),
+            fixed(
+                "shadowed",
+                {"logreg": 1.0, "forest": 0.0},
+                uris,
+                shadows=[
+                    shadow("forest-copy", uris["forest"]),
+                    shadow("broken-copy", uris["broken"]),
+                    shadow("slow-copy", uris["slow"], timeout_s=0.3),
+                ],
+            ),
             fixed(
                 "hostile",
                 {"logreg": 0.5, "forest": 0.5, "broken": 0.0},

@@ -29,14 +29,18 @@ def drive(
     until: Any,
     max_requests: int = 1500,
     seed: int = 0,
+    decisions: list[tuple[int, str]] | None = None,
 ) -> int:
     """Send predictions and Bernoulli feedback (rate per arm; ``metrics``: a Bernoulli
-    ``refund`` rate per arm) until ``until(summary)`` holds. Returns the requests sent."""
+    ``refund`` rate per arm) until ``until(summary)`` holds. Returns the requests sent;
+    ``decisions`` collects (revision, arm) of every answer."""
     rng = np.random.default_rng(seed)
     for sent in range(1, max_requests + 1):
         decision = client.post("/predict", json={"features": ROW, "experiment": experiment})
         assert decision.status_code == 200, decision.text
         body = decision.json()
+        if decisions is not None and body["propensity"] < 1.0:  # routed by the split
+            decisions.append((revision_of(body["decision_id"]), body["arm"]))
         feedback: dict[str, Any] = {
             "decision_id": body["decision_id"],
             "reward": float(rng.random() < rewards[body["arm"]]),
@@ -48,6 +52,14 @@ def drive(
         if sent % 20 == 0 and until(client.get(f"/experiments/{experiment}").json()):
             return sent
     raise AssertionError(f"{experiment}: condition not met after {max_requests} requests")
+
+
+def revision_of(decision_id: str) -> int:
+    import base64
+    import json
+
+    body = decision_id.split(".")[2]
+    return int(json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["r"])
 
 
 def wait_for(check: Any, timeout_s: float = 30.0) -> Any:
@@ -148,17 +160,28 @@ def test_ramp_walks_the_canary_to_promotion(client):
     assert {arm["name"]: arm["weight"] for arm in first["arms"]} == pytest.approx(
         {"logreg": 0.9, "forest": 0.1}
     )
+    decisions: list[tuple[int, str]] = []
     drive(
         client,
         "ramped",
         {"logreg": 0.5, "forest": 0.5},
         until=lambda summary: summary["status"] == "concluded",
+        decisions=decisions,
     )
     summary = client.get("/experiments/ramped").json()
     assert (summary["outcome"], summary["winner"]) == ("promoted", "forest")
     steps = [e for e in audit_actions(client, "ramped") if e["action"] == "set_weights"]
     assert len(steps) == 1  # 10 -> 50; the step to 100 % is the promotion
     assert "ramp forest to 50%" in steps[0]["detail"]
+    # requests per step: each step held until the canary had its 15 routed requests, and the
+    # canary got its step's share (within 4 standard deviations)
+    first_revision = decisions[0][0]
+    for revision, share in ((first_revision, 0.1), (first_revision + 1, 0.5)):
+        arms = [arm for r, arm in decisions if r == revision]
+        canary = arms.count("forest")
+        assert canary >= 15, (revision, canary, len(arms))
+        spread = 4 * (share * (1 - share) / len(arms)) ** 0.5
+        assert abs(canary / len(arms) - share) <= spread, (revision, canary, len(arms))
     actions = [entry["action"] for entry in audit_actions(client, "ramped")]
     assert actions.index("promote") > actions.index("set_weights")
 

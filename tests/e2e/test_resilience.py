@@ -105,38 +105,49 @@ def test_forcing_an_unknown_arm_is_422(client):
     assert "arms: logreg, forest" in response.json()["message"]
 
 
-def test_shadow_traffic_is_mirrored_and_measured(client):
+def test_shadows_that_fail_time_out_or_crawl_never_touch_the_served_answer(client, demo_store):
+    """'shadowed' serves logreg; its shadows are forest (agreement counted), a model that
+    raises and one that takes 1 s (timeout 0.3 s). The client gets exactly logreg's own
+    predictions, without waiting for any shadow, and every mirrored call is accounted for."""
     from serve_app.models.demo import digits_split
+    from serve_app.models.loading import load_model, predict_labels
 
     _, x_test, _, _ = digits_split()
+    rows = x_test[:30]
 
-    def mirrored() -> dict:
-        return summary(client, "revenue")["shadows"][0]
+    def shadows() -> dict[str, dict]:
+        return {s["name"]: s for s in summary(client, "shadowed")["shadows"]}
 
-    def send(rows) -> None:
-        for index in rows:
-            body = {"features": x_test[index : index + 1].tolist(), "experiment": "revenue"}
-            response = client.post("/predict", json=body)
-            assert response.status_code == 200
-            assert response.json()["arm"] in {"logreg", "mlp"}  # never the shadow
-
-    def settle(expected: int) -> dict:
-        deadline = time.monotonic() + 10
-        while mirrored()["requests"] < expected and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return mirrored()
-
-    # warm-up: an earlier test killed and restarted the shared forest replica
-    initial = mirrored()["requests"]
-    send(range(5))
-    before = settle(initial + 5)
-    send(range(5, 35))
-    after = settle(before["requests"] + 30)
-    assert after["name"] == "forest-shadow"
-    assert after["requests"] - before["requests"] == 30  # percent: 100
-    assert after["errors"] == before["errors"]
-    assert after["mean_latency_ms"] > 0
-    # three ~97 %-accurate digit models agree on most hold-out rows
-    agreed = after["agree_rows"] - before["agree_rows"]
-    assert after["rows"] - before["rows"] == 30
-    assert 0.85 <= agreed / 30 <= 1.0
+    before = shadows()
+    served, latencies = [], []
+    for row in rows:
+        started = time.perf_counter()
+        response = client.post(
+            "/predict", json={"features": [row.tolist()], "experiment": "shadowed"}
+        )
+        latencies.append(time.perf_counter() - started)
+        assert response.status_code == 200
+        assert response.json()["arm"] == "logreg"
+        served.extend(response.json()["predictions"])
+    tracking_uri = demo_store["tracking_uri"]  # the store the app loaded its models from
+    logreg = load_model(summary(client, "shadowed")["arms"][0]["model_uri"], tracking_uri)
+    assert served == predict_labels(logreg, rows)  # exactly the served arm's own answer
+    assert max(latencies) < 0.5  # never waited for the 1 s shadow
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        after = shadows()
+        done = all(after[n]["requests"] - before[n]["requests"] >= 30 for n in after)
+        if done:
+            break
+        time.sleep(0.2)
+    fields = ("requests", "errors", "timeouts", "dropped", "rows", "agree_rows")
+    delta = {name: {k: after[name][k] - before[name][k] for k in fields} for name in after}
+    for name in delta:
+        assert delta[name]["requests"] + delta[name]["dropped"] == 30, (name, delta)
+        assert delta[name]["dropped"] == 0, (name, delta)  # 3 copies in flight at most here
+    assert delta["broken-copy"]["errors"] == 30
+    assert delta["slow-copy"]["timeouts"] == 30
+    forest = load_model(after["forest-copy"]["model_uri"], tracking_uri)
+    expected = sum(int(a == b) for a, b in zip(predict_labels(forest, rows), served, strict=True))
+    assert (delta["forest-copy"]["rows"], delta["forest-copy"]["agree_rows"]) == (30, expected)
+    assert (delta["forest-copy"]["errors"], delta["forest-copy"]["timeouts"]) == (0, 0)

@@ -139,6 +139,35 @@ def test_ramp_waits_for_samples_and_time_then_steps_then_promotes():
     assert kinds(judge(last, NOW)) == [("promote", "b")]
 
 
+@pytest.mark.parametrize(
+    ("missing", "pulls", "routed", "started"),
+    [
+        ("min_samples", 49, 1000, 0.0),  # all else met: 49 of 50 canary requests in the step
+        ("min_duration_s", 60, 1000, NOW - 59),  # 59 of 60 s in the step
+        ("guardrails judged", 60, 19, 0.0),  # 19 of the guardrails' 20 routed calls
+    ],
+)
+def test_each_ramp_condition_alone_holds_the_step(missing, pulls, routed, started):
+    stats = {"control": bern(1000, 0.1), "b": bern(routed, 0.1), "c": bern(1000, 0.1)}
+    held = live(RAMP, stats, period_counts={"b": ArmCounts(pulls=pulls)}, period_started_at=started)
+    held.counts["b"] = ArmCounts(pulls=routed)
+    assert judge(held, NOW).actions == [], missing
+    met = live(RAMP, stats, period_counts={"b": ArmCounts(pulls=60)}, period_started_at=0.0)
+    met.counts["b"] = ArmCounts(pulls=max(routed, 20))
+    assert kinds(judge(met, NOW)) == [("ramp", "b")]
+
+
+def test_forced_requests_do_not_count_toward_a_ramp_or_its_guardrails():
+    stats = {"control": bern(1000, 0.1), "b": bern(0, 0.1), "c": bern(1000, 0.1)}
+    forced_only = live(
+        RAMP, stats, period_counts={"b": ArmCounts(forced=500)}, period_started_at=0.0
+    )
+    forced_only.counts["b"] = ArmCounts(forced=500, forced_errors=500)
+    judgement = judge(forced_only, NOW)
+    assert judgement.actions == []  # no routed samples, and no breach from forced errors
+    assert not any(check.breached for check in judgement.guardrails)
+
+
 def test_a_breaching_canary_rolls_the_experiment_back():
     stats = {"control": bern(1000, 0.1), "b": bern(60, 0.1), "c": bern(1000, 0.1)}
     experiment = live(RAMP, stats, period_counts={"b": ArmCounts(pulls=60)}, period_started_at=0)
