@@ -25,7 +25,14 @@ demo-models: install
 run: demo-models
 	$(BIN)/serve run $(CONFIG)
 
-test: install
+# Test data that is not the project's to ship: the Open Bandit Dataset sample inside the obp
+# source distribution on PyPI (two CSV files, checked by SHA-256, cached in the venv).
+OBD := $(VENV)/share/obd/.fetched
+$(OBD): $(STAMP) tests/bandits/ope/obd.py
+	$(BIN)/python tests/bandits/ope/obd.py
+	touch $(OBD)
+
+test: install $(OBD)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -1,7 +1,9 @@
 """``python -m bench [--quick] [--only PART ...]``: run the suite, write ``bench/results/``.
 
 Parts: ``serving`` (router overhead, state sync, scaling; starts its own Ray), ``regret``
-(policy-object regret curves and regret as arms grow), ``chapelle_li`` (delayed feedback).
+(policy-object regret curves and regret as arms grow), ``chapelle_li`` (delayed feedback),
+``contextual`` (contextual policies' select() cost, reward against context-free policies,
+off-policy evaluation of the uniform split).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PARTS = ("serving", "regret", "chapelle_li")
+PARTS = ("serving", "regret", "chapelle_li", "contextual")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         results["chapelle_li"] = run_chapelle_li(
             horizon, reps, workers=args.workers, check_reps=2 if args.quick else 6
         )
+    if "contextual" in args.only:
+        from bench.contextual import run as run_contextual
+
+        log("contextual bandits and off-policy evaluation")
+        results["contextual"] = run_contextual(quick=args.quick, out=args.out)
     if "serving" in args.only:
         from bench.serving import ServingConfig, headline, run_serving
 
