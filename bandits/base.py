@@ -31,7 +31,7 @@ from bandits._checks import check_real
 from bandits.arm_stats import ArmStats
 from bandits.errors import PolicyConfigError
 
-__all__ = ["Decision", "Policy", "PolicyParams"]
+__all__ = ["Decision", "Policy", "PolicyParams", "check_arms", "check_floor", "coerce_params"]
 
 T = TypeVar("T")
 
@@ -84,7 +84,12 @@ class PolicyParams:
         }
 
 
-def _check_arms(arms: Sequence[str]) -> tuple[str, ...]:
+def check_arms(arms: Sequence[str]) -> tuple[str, ...]:
+    """Arm names as a tuple: at least one, each a unique, non-empty string.
+
+    Raises:
+        PolicyConfigError: naming the offending arm.
+    """
     # A bare string is a Sequence[str] too; "ab" meaning arms "a" and "b" is never intended.
     if isinstance(arms, str) or not isinstance(arms, Sequence):
         raise PolicyConfigError(f"arms must be a list of arm names, got {arms!r}")
@@ -98,6 +103,47 @@ def _check_arms(arms: Sequence[str]) -> tuple[str, ...]:
             raise PolicyConfigError(f"arms must be unique, {arm!r} appears twice")
         seen.add(arm)
     return tuple(arms)
+
+
+P = TypeVar("P", bound=PolicyParams)
+
+
+def coerce_params(policy: str, params_type: type[P], params: object) -> P:
+    """``params`` as a ``params_type``: the instance itself, a mapping of its fields (an
+    unknown key raises, naming the allowed ones), or None for the defaults.
+
+    Raises:
+        PolicyConfigError: naming the parameter (or the wrong parameter type).
+    """
+    if params is None:
+        return params_type()
+    if isinstance(params, params_type):
+        return params
+    if isinstance(params, PolicyParams):
+        raise PolicyConfigError(
+            f"policy {policy!r} takes {params_type.__name__}, got {type(params).__name__}"
+        )
+    if not isinstance(params, Mapping):
+        raise PolicyConfigError(f"params must be a mapping, got {params!r}")
+    allowed = [f.name for f in fields(params_type)]
+    for key in params:
+        if key not in allowed:
+            raise PolicyConfigError(
+                f"unknown parameter {key!r} for policy {policy!r}; allowed: {', '.join(allowed)}"
+            )
+    return params_type(**params)
+
+
+def check_floor(floor: float, k: int) -> None:
+    """The traffic floor must leave room for every arm: ``floor <= 1/K``.
+
+    Raises:
+        PolicyConfigError: ``floor > 1/K``: the floors alone would exceed all traffic.
+    """
+    if floor > 1.0 / k:
+        raise PolicyConfigError(
+            f"floor must be in [0, 1/K] = [0, {1.0 / k:g}] for K={k} arms, got {floor!r}"
+        )
 
 
 class Policy(ABC):
@@ -141,7 +187,7 @@ class Policy(ABC):
         *,
         seed: int | None = None,
     ) -> None:
-        self.arms = _check_arms(arms)
+        self.arms = check_arms(arms)
         self.params = self._coerce_params(params)
         self._check_params()
         self._rng = np.random.default_rng(seed)
@@ -160,24 +206,7 @@ class Policy(ABC):
 
     @classmethod
     def _coerce_params(cls, params: PolicyParams | Mapping[str, Any] | None) -> PolicyParams:
-        if params is None:
-            return cls.params_type()
-        if isinstance(params, cls.params_type):
-            return params
-        if isinstance(params, PolicyParams):
-            raise PolicyConfigError(
-                f"policy {cls.name!r} takes {cls.params_type.__name__}, got {type(params).__name__}"
-            )
-        if not isinstance(params, Mapping):
-            raise PolicyConfigError(f"params must be a mapping, got {params!r}")
-        allowed = [f.name for f in fields(cls.params_type)]
-        for key in params:
-            if key not in allowed:
-                raise PolicyConfigError(
-                    f"unknown parameter {key!r} for policy {cls.name!r}; "
-                    f"allowed: {', '.join(allowed)}"
-                )
-        return cls.params_type(**params)
+        return coerce_params(cls.name, cls.params_type, params)
 
     def _check_params(self) -> None:
         """Validate parameters against the arms. Overrides must call super().
@@ -185,12 +214,7 @@ class Policy(ABC):
         Raises:
             PolicyConfigError: ``floor > 1/K``: the floors alone would exceed all traffic.
         """
-        k = len(self.arms)
-        if self.params.floor > 1.0 / k:
-            raise PolicyConfigError(
-                f"floor must be in [0, 1/K] = [0, {1.0 / k:g}] for K={k} arms, "
-                f"got {self.params.floor!r}"
-            )
+        check_floor(self.params.floor, len(self.arms))
 
     # ----------------------------------------------------------------- learned state
 

@@ -28,6 +28,7 @@ What a caller can rely on:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -142,18 +143,32 @@ class _Base:
         token = self.control_token if call.control and self.control_token else self.token
         return {"authorization": f"Bearer {token}"} if token else {}
 
-    @staticmethod
-    def _retryable(error: Exception, call: _Call) -> bool:
+    def _retry_delay(self, error: Exception, call: _Call, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt + 1``; raises when it must not be retried
+        (a transport failure as a :class:`BanditServeError` with status 0)."""
         if isinstance(error, httpx.ConnectError):
-            return True  # never reached the server
-        if not call.idempotent:
-            return False
-        if isinstance(error, BanditServeError):
-            return error.status in RETRY_STATUSES
-        return isinstance(error, httpx.TransportError)
+            retryable = True  # never reached the server
+        elif not call.idempotent:
+            retryable = False
+        elif isinstance(error, BanditServeError):
+            retryable = error.status in RETRY_STATUSES
+        else:
+            retryable = isinstance(error, httpx.TransportError)
+        if attempt < self.retries and retryable:
+            return float(self.backoff_s * 2**attempt)
+        if isinstance(error, httpx.HTTPError):
+            raise BanditServeError(0, f"{type(error).__name__}: {error}", path=call.path) from error
+        raise error
 
-    def _delay(self, attempt: int) -> float:
-        return float(self.backoff_s * 2**attempt)
+    def _request(self, call: _Call) -> dict[str, Any]:
+        """The keyword arguments of the httpx request for ``call``."""
+        return {
+            "method": call.method,
+            "url": call.path,
+            "json": call.body,
+            "params": call.params,
+            "headers": self._headers(call),
+        }
 
     @staticmethod
     def _parse(response: httpx.Response) -> Any:
@@ -242,26 +257,11 @@ class Client(_Base):
         self._http.close()
 
     def _send(self, call: _Call) -> Any:
-        attempt = 0
-        while True:
+        for attempt in itertools.count():
             try:
-                response = self._http.request(
-                    call.method,
-                    call.path,
-                    json=call.body,
-                    params=call.params,
-                    headers=self._headers(call),
-                )
-                return self._parse(response)
+                return self._parse(self._http.request(**self._request(call)))
             except (httpx.HTTPError, BanditServeError) as error:
-                if attempt >= self.retries or not self._retryable(error, call):
-                    if isinstance(error, httpx.HTTPError):
-                        raise BanditServeError(
-                            0, f"{type(error).__name__}: {error}", path=call.path
-                        ) from error
-                    raise
-                time.sleep(self._delay(attempt))
-                attempt += 1
+                time.sleep(self._retry_delay(error, call, attempt))
 
     def predict(
         self,
@@ -329,26 +329,11 @@ class AsyncClient(_Base):
         await self._http.aclose()
 
     async def _send(self, call: _Call) -> Any:
-        attempt = 0
-        while True:
+        for attempt in itertools.count():
             try:
-                response = await self._http.request(
-                    call.method,
-                    call.path,
-                    json=call.body,
-                    params=call.params,
-                    headers=self._headers(call),
-                )
-                return self._parse(response)
+                return self._parse(await self._http.request(**self._request(call)))
             except (httpx.HTTPError, BanditServeError) as error:
-                if attempt >= self.retries or not self._retryable(error, call):
-                    if isinstance(error, httpx.HTTPError):
-                        raise BanditServeError(
-                            0, f"{type(error).__name__}: {error}", path=call.path
-                        ) from error
-                    raise
-                await asyncio.sleep(self._delay(attempt))
-                attempt += 1
+                await asyncio.sleep(self._retry_delay(error, call, attempt))
 
     async def predict(
         self,

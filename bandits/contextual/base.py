@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bandits._checks import check_int, check_real
-from bandits.base import Decision, PolicyParams
+from bandits.base import Decision, PolicyParams, check_arms, check_floor, coerce_params
 from bandits.contextual.stats import RidgeFit, RidgeStats, fit_ridge
 from bandits.errors import PolicyConfigError
 
@@ -68,20 +68,6 @@ class ContextualParams(PolicyParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._set("ridge", check_real("ridge", self.ridge, gt=0, exc=PolicyConfigError))
-
-
-def _check_arms(arms: Sequence[str]) -> tuple[str, ...]:
-    # The same rules as bandits.base for context-free policies: a config error names the arm.
-    if isinstance(arms, str) or not isinstance(arms, Sequence):
-        raise PolicyConfigError(f"arms must be a list of arm names, got {arms!r}")
-    if len(arms) == 0:
-        raise PolicyConfigError("arms must name at least 1 arm, got none")
-    if any(not isinstance(arm, str) or not arm for arm in arms):
-        raise PolicyConfigError(f"arms must be non-empty strings, got {list(arms)!r}")
-    if len(set(arms)) != len(arms):
-        duplicate = next(arm for arm in arms if list(arms).count(arm) > 1)
-        raise PolicyConfigError(f"arms must be unique, {duplicate!r} appears twice")
-    return tuple(arms)
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,6 +107,12 @@ class ContextualPolicy(ABC):
 
     name: ClassVar[str]
     params_type: ClassVar[type[ContextualParams]] = ContextualParams
+    _by_name: ClassVar[dict[str, type[ContextualPolicy]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:  # a concrete algorithm: findable by from_state_dict
+            ContextualPolicy._by_name[cls.name] = cls
 
     arms: tuple[str, ...]
     dim: int
@@ -134,7 +126,7 @@ class ContextualPolicy(ABC):
         *,
         seed: int | None = None,
     ) -> None:
-        self.arms = _check_arms(arms)
+        self.arms = check_arms(arms)
         self.dim = check_int("dim", dim, ge=1, exc=PolicyConfigError)
         self.params = self._coerce_params(params)
         self._check_params()
@@ -148,37 +140,11 @@ class ContextualPolicy(ABC):
     def _coerce_params(
         cls, params: ContextualParams | Mapping[str, Any] | None
     ) -> ContextualParams:
-        if params is None:
-            return cls.params_type()
-        if isinstance(params, cls.params_type):
-            return params
-        if isinstance(params, PolicyParams):
-            raise PolicyConfigError(
-                f"policy {cls.name!r} takes {cls.params_type.__name__}, got {type(params).__name__}"
-            )
-        if not isinstance(params, Mapping):
-            raise PolicyConfigError(f"params must be a mapping, got {params!r}")
-        allowed = [f.name for f in fields(cls.params_type)]
-        for key in params:
-            if key not in allowed:
-                raise PolicyConfigError(
-                    f"unknown parameter {key!r} for policy {cls.name!r}; "
-                    f"allowed: {', '.join(allowed)}"
-                )
-        return cls.params_type(**params)
+        return coerce_params(cls.name, cls.params_type, params)
 
     def _check_params(self) -> None:
-        """Validate parameters against the arms. Overrides must call super().
-
-        Raises:
-            PolicyConfigError: ``floor > 1/K``: the floors alone would exceed all traffic.
-        """
-        k = len(self.arms)
-        if self.params.floor > 1.0 / k:
-            raise PolicyConfigError(
-                f"floor must be in [0, 1/K] = [0, {1.0 / k:g}] for K={k} arms, "
-                f"got {self.params.floor!r}"
-            )
+        """Validate parameters against the arms. Overrides must call super()."""
+        check_floor(self.params.floor, len(self.arms))
 
     # ----------------------------------------------------------------- learned state
 
@@ -386,10 +352,13 @@ class ContextualPolicy(ABC):
             raise PolicyConfigError(f"state dict is missing key(s) {missing}")
         target: type[ContextualPolicy] = cls
         if cls is ContextualPolicy:
-            # Imported here: the registry imports every policy module, which import this one.
-            from bandits.contextual.registry import get_contextual_policy_class
-
-            target = get_contextual_policy_class(state["policy"])
+            found = ContextualPolicy._by_name.get(state["policy"])
+            if found is None:
+                known = ", ".join(sorted(ContextualPolicy._by_name))
+                raise PolicyConfigError(
+                    f"unknown contextual policy {state['policy']!r}; known: {known}"
+                )
+            target = found
         elif state["policy"] != cls.name:
             raise PolicyConfigError(
                 f"state dict is for policy {state['policy']!r}, not {cls.name!r}"

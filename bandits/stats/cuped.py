@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from bandits.stats._effect import Alternative, check_alpha, check_alternative
-from bandits.stats.frequentist import NO_EVIDENCE, TTestResult, _p_and_ci, welch_ttest
+from bandits.stats.frequentist import NO_EVIDENCE, TTestResult, p_value_and_interval, welch_ttest
 from bandits.stats.summaries import CupedStats
 
 __all__ = ["CupedResult", "cuped_effect"]
@@ -158,5 +158,5 @@ def _adjusted(
         if variance <= 0.0:
             return NO_EVIDENCE
     se = math.sqrt(variance)
-    p_value, ci = _p_and_ci(estimate, se, dof, alpha, alt)
+    p_value, ci = p_value_and_interval(estimate, se, dof, alpha, alt)
     return TTestResult(estimate, se, ci, p_value, dof)

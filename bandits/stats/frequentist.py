@@ -120,11 +120,11 @@ def welch_ttest(
     if eff is None:
         return NO_EVIDENCE
     se = math.sqrt(eff.variance)
-    p_value, ci = _p_and_ci(eff.estimate, se, eff.dof, a, alt)
+    p_value, ci = p_value_and_interval(eff.estimate, se, eff.dof, a, alt)
     return TTestResult(eff.estimate, se, ci, p_value, eff.dof)
 
 
-def _p_and_ci(
+def p_value_and_interval(
     estimate: float, se: float, dof: float, alpha: float, alt: Alternative
 ) -> tuple[float, tuple[float, float]]:
     """p-value and interval of ``t = estimate / se`` against Student's t with ``dof``."""

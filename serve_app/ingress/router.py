@@ -529,45 +529,33 @@ class Router:
         """Change description, policy parameters, default arm or attribution window."""
         return await self._control(request, name, "update", UpdateRequest)
 
-    @app.post(
-        "/experiments/{name}/start",
-        response_model=ExperimentSummary,
-        responses=ERRORS,
-        openapi_extra=json_body(ControlRequest),
-    )
-    async def start(self, name: str, request: Request) -> Any:
-        """Start a draft: the policy routes and learns from now on."""
-        return await self._control(request, name, "start", ControlRequest, optional=True)
+    def _status_endpoint(action: str, summary: str) -> Any:  # noqa: N805 - builds endpoints
+        """``POST /experiments/{name}/<action>`` with an optional ``{"reason": ...}``."""
 
-    @app.post(
-        "/experiments/{name}/stop",
-        response_model=ExperimentSummary,
-        responses=ERRORS,
-        openapi_extra=json_body(ControlRequest),
-    )
-    async def stop(self, name: str, request: Request) -> Any:
-        """Conclude without a winner: all traffic to the default (control) arm."""
-        return await self._control(request, name, "stop", ControlRequest, optional=True)
+        async def endpoint(self, name: str, request: Request) -> Any:  # type: ignore[no-untyped-def]
+            return await self._control(request, name, action, ControlRequest, optional=True)
 
-    @app.post(
-        "/experiments/{name}/pause",
-        response_model=ExperimentSummary,
-        responses=ERRORS,
-        openapi_extra=json_body(ControlRequest),
-    )
-    async def pause(self, name: str, request: Request) -> Any:
-        """Send all traffic to the default arm and stop learning, until resumed."""
-        return await self._control(request, name, "pause", ControlRequest, optional=True)
+        endpoint.__name__ = action
+        endpoint.__doc__ = summary
+        return app.post(
+            f"/experiments/{{name}}/{action}",
+            response_model=ExperimentSummary,
+            responses=ERRORS,
+            openapi_extra=json_body(ControlRequest),
+        )(endpoint)
 
-    @app.post(
-        "/experiments/{name}/resume",
-        response_model=ExperimentSummary,
-        responses=ERRORS,
-        openapi_extra=json_body(ControlRequest),
+    start = _status_endpoint("start", "Start a draft: the policy routes and learns from now on.")
+    stop = _status_endpoint(
+        "stop", "Conclude without a winner: all traffic to the default (control) arm."
     )
-    async def resume(self, name: str, request: Request) -> Any:
-        """Route by the policy again."""
-        return await self._control(request, name, "resume", ControlRequest, optional=True)
+    pause = _status_endpoint(
+        "pause", "Send all traffic to the default arm and stop learning, until resumed."
+    )
+    resume = _status_endpoint("resume", "Route by the policy again.")
+    rollback = _status_endpoint(
+        "rollback", "The default (control) arm takes all traffic; the experiment is concluded."
+    )
+    del _status_endpoint
 
     @app.put(
         "/experiments/{name}/weights",
@@ -588,13 +576,3 @@ class Router:
     async def promote(self, name: str, request: Request) -> Any:
         """The arm takes all traffic; the experiment is concluded."""
         return await self._control(request, name, "promote", PromoteRequest)
-
-    @app.post(
-        "/experiments/{name}/rollback",
-        response_model=ExperimentSummary,
-        responses=ERRORS,
-        openapi_extra=json_body(ControlRequest),
-    )
-    async def rollback(self, name: str, request: Request) -> Any:
-        """The default (control) arm takes all traffic; the experiment is concluded."""
-        return await self._control(request, name, "rollback", ControlRequest, optional=True)

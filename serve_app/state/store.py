@@ -174,22 +174,9 @@ class ExperimentStore:
         text = json.dumps(config, sort_keys=True)
         now = time.time()
         with self.engine.begin() as connection:
-            created = connection.execute(
-                self._insert(experiments_table)
-                .values(
-                    name=name,
-                    revision=1,
-                    status=initial_status(config),
-                    config=text,
-                    source_config=text,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["name"])
-                .returning(experiments_table.c.name)
-            ).first()
+            created = self._insert_experiment(connection, name, config, "config", now)
             self._register_arms(connection, name, config)
-            if created is not None:
+            if created:
                 self._audit(connection, name, "create", {"revision": 1}, actor)
                 return 1
             row = connection.execute(
@@ -220,29 +207,39 @@ class ExperimentStore:
         self, name: str, config: Mapping[str, Any], actor: str, reason: str
     ) -> bool:
         """Create an experiment through the control plane. False if the name is taken."""
-        text = json.dumps(config, sort_keys=True)
-        now = time.time()
         with self.engine.begin() as connection:
-            created = connection.execute(
-                self._insert(experiments_table)
-                .values(
-                    name=name,
-                    revision=1,
-                    status=initial_status(config),
-                    config=text,
-                    source_config=text,
-                    origin="api",
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["name"])
-                .returning(experiments_table.c.name)
-            ).first()
-            if created is None:
+            if not self._insert_experiment(connection, name, config, "api", time.time()):
                 return False
             self._register_arms(connection, name, config)
             self._audit(connection, name, "create", {"revision": 1, "reason": reason}, actor)
         return True
+
+    def _insert_experiment(
+        self,
+        connection: sa.Connection,
+        name: str,
+        config: Mapping[str, Any],
+        origin: str,
+        now: float,
+    ) -> bool:
+        """Insert the experiment at revision 1 unless the name exists; True if inserted."""
+        text = json.dumps(config, sort_keys=True)
+        created = connection.execute(
+            self._insert(experiments_table)
+            .values(
+                name=name,
+                revision=1,
+                status=initial_status(config),
+                config=text,
+                source_config=text,
+                origin=origin,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["name"])
+            .returning(experiments_table.c.name)
+        ).first()
+        return created is not None
 
     def api_experiments(self) -> list[str]:
         """Names of the experiments created through the control plane."""
