@@ -59,6 +59,7 @@ class Answer:
     arm: str
     learned: bool
     fallback: bool
+    model_version: str | None = None
 
 
 class Dispatcher:

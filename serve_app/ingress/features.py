@@ -42,9 +42,10 @@ def dtype_bounds(dtype: str, max_abs: float) -> tuple[float, float, bool]:
 
 
 def check_features(
-    rows: list[list[float]], experiment: ExperimentConfig, limits: RouterConfig
+    rows: list[list[float]] | np.ndarray, experiment: ExperimentConfig, limits: RouterConfig
 ) -> np.ndarray:
-    """The rows as a float64 array, checked against the experiment and the limits.
+    """The rows (JSON lists, or a 2-D array a binary protocol decoded) as a float64 array,
+    checked against the experiment and the limits.
 
     Raises:
         PayloadTooLarge: too many rows or values per row (413).

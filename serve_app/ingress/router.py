@@ -13,12 +13,15 @@ parses it strictly (:func:`~serve_app.ingress.http.parse_body`); the request gua
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoint annotations.
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from fastapi import Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -69,6 +72,23 @@ logger = logging.getLogger("ray.serve")
 FORCE_ARM_HEADER = "x-bandit-arm"
 ASSIGNMENT_CACHE_SIZE = 100_000
 TIMELINE_POINTS = 500
+
+
+@dataclass(frozen=True)
+class Served:
+    """What one served request answered (the protocol endpoints format it)."""
+
+    predictions: list[Any]
+    arm: str
+    decision_id: str
+    propensity: float
+    experiment: str
+    fallback: bool
+    forced: bool
+    model_version: str | None = None
+
+    def response(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 class RouterMetrics:
@@ -236,9 +256,22 @@ class Router:
             self.auth.force(authorization)
         routed = self._experiment(body.experiment)
         features = check_features(body.features, routed.config, self.limits)
-        route = routed.route(body.unit_id, forced)
-        if route.learned and body.unit_id and routed.config.sticky_assignments:
-            route = await self._sticky(routed, body.unit_id, route)
+        served = await self.serve_rows(routed, features, unit_id=body.unit_id, forced_arm=forced)
+        return PredictResponse(**served.response())
+
+    async def serve_rows(
+        self,
+        routed: RoutedExperiment,
+        features: np.ndarray,
+        *,
+        unit_id: str | None = None,
+        forced_arm: str | None = None,
+    ) -> Served:
+        """Decide, call and record one request of checked feature rows: the core that every
+        protocol's endpoint shares (the same decision, counts and learning)."""
+        route = routed.route(unit_id, forced_arm)
+        if route.learned and unit_id and routed.config.sticky_assignments:
+            route = await self._sticky(routed, unit_id, route)
         self._count(routed, route)
         answer = await self.dispatch.answer(routed, route, features)
         self.dispatch.mirror(routed, features, answer.predictions)
@@ -246,7 +279,7 @@ class Router:
         token = DecisionToken.issue(
             routed.name, routed.revision, answer.arm, route.propensity, learned=answer.learned
         )
-        return PredictResponse(
+        return Served(
             predictions=answer.predictions,
             arm=answer.arm,
             decision_id=self.keys.sign(token),
@@ -254,6 +287,7 @@ class Router:
             experiment=routed.name,
             fallback=answer.fallback,
             forced=route.forced,
+            model_version=answer.model_version,
         )
 
     def _count(self, routed: RoutedExperiment, route: Route) -> None:
