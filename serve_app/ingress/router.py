@@ -49,6 +49,7 @@ from serve_app.ingress.dispatch import DeploymentBackend, Dispatcher
 from serve_app.ingress.features import check_features
 from serve_app.ingress.http import ERRORS, GuardSettings, app, configure, json_body, parse_body
 from serve_app.ingress.http import LOCAL_HOSTS as DEFAULT_HOSTS
+from serve_app.ingress.oip import OpenInferenceEndpoints
 from serve_app.ingress.routing import Route, RoutedExperiment
 from serve_app.ingress.schemas import (
     AuditEntry,
@@ -66,6 +67,7 @@ from serve_app.ingress.schemas import (
 )
 from serve_app.ingress.sync import StateLink, resolve
 from serve_app.ingress.tokens import DecisionToken
+from serve_app.ui.endpoints import UiEndpoints
 
 logger = logging.getLogger("ray.serve")
 
@@ -121,8 +123,12 @@ class RouterMetrics:
 
 @serve.deployment
 @serve.ingress(app)
-class Router:
-    """The HTTP ingress of one bandit-serve application."""
+class Router(OpenInferenceEndpoints, UiEndpoints):
+    """The HTTP ingress of one bandit-serve application.
+
+    The mixins add the Open Inference Protocol (:mod:`serve_app.ingress.oip`) and the live
+    page (:mod:`serve_app.ui.endpoints`); they use this class's ``auth``, ``limits``,
+    ``experiments``, ``_experiment(name)``, ``serve_rows(...)`` and ``link.state``."""
 
     async def __init__(
         self,

@@ -1,0 +1,1 @@
+"""The live experiment page the app serves itself (``GET /ui``)."""
