@@ -32,11 +32,21 @@ $(OBD): $(STAMP) tests/bandits/ope/obd.py
 	$(BIN)/python tests/bandits/ope/obd.py
 	touch $(OBD)
 
-test: install $(OBD)
+test: install $(OBD) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The browser tests/e2e/test_ui.py drives (under CI=true a missing one fails that test):
+# Debian's chromium and chromium-driver, installed with apt-get when missing (sudo unless root).
+.PHONY: browser
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
 
 test-fast: install
 	$(BIN)/pytest -m "not slow and not e2e"

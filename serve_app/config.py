@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bandits import POLICIES, Policy, PolicyConfigError, make_policy
 from serve_app.errors import ConfigError
+from serve_app.models.uris import parse_model_uri, pinned, registry_version
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 HOME_ENV = "BANDIT_SERVE_HOME"
@@ -124,23 +125,80 @@ class DeploymentOptions(StrictModel):
         return options
 
 
-class ArmConfig(StrictModel):
-    """One model version under test."""
+Placement = Literal["pool", "dedicated", "router"]
+
+
+class ModelConfig(StrictModel):
+    """One model (an arm or a shadow): which version, and where it runs.
+
+    ``placement``:
+
+    - ``pool``: the app's shared model pool (Ray Serve model multiplexing): its replicas load
+      versions on demand and keep the most recently used ones (``pool`` section), so a version
+      registered after startup is served without a redeploy;
+    - ``dedicated``: a Serve deployment of its own (``deployment`` sizes it; the only
+      placement with ``@serve.batch``), for large models that need their own replicas;
+    - ``router``: loaded inside every router replica and called in-process, with no second
+      hop (for small, fast models; the router's autoscaling scales them).
+
+    Without ``placement``, an arm that sets ``deployment`` is ``dedicated`` and any other is
+    ``pool``. ``version`` is filled by the app: the registry version an alias or ``latest``
+    URI pointed to when this revision began (aliases are followed: a move starts a new
+    revision).
+    """
 
     name: str = Field(pattern=NAME_PATTERN)
     model_uri: str = Field(min_length=1, description="any MLflow model URI or a local path")
-    weight: float | None = Field(None, ge=0.0, le=1.0, description="share for policy 'fixed'")
+    placement: Placement | None = None
     deployment: DeploymentOptions = DeploymentOptions()
+    version: str | None = Field(None, description="filled by the app (see above)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_placement(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("placement") is None:
+            return {**data, "placement": "dedicated" if "deployment" in data else "pool"}
+        return data
+
+    @model_validator(mode="after")
+    def _placement_fits(self) -> ModelConfig:
+        if self.deployment.batching is not None and self.placement != "dedicated":
+            raise ValueError(
+                f"{self.name}: deployment.batching needs placement 'dedicated', not "
+                f"{self.placement!r} (only a model's own deployment batches requests)"
+            )
+        return self
+
+    @property
+    def follows_alias(self) -> bool:
+        """Does the URI name its version indirectly (``@alias``, ``latest``)?"""
+        return parse_model_uri(self.model_uri).follows_alias
+
+    @property
+    def serving_uri(self) -> str:
+        """The URI the arm is served from: its pinned version when one is resolved."""
+        if self.version is not None and self.follows_alias:
+            return pinned(self.model_uri, self.version)
+        return self.model_uri
+
+    @property
+    def model_version(self) -> str | None:
+        """The registry version that answers (None for runs, paths and unresolved URIs)."""
+        pinned_version = registry_version(self.model_uri)
+        return pinned_version[1] if pinned_version else self.version
 
 
-class ShadowConfig(StrictModel):
+class ArmConfig(ModelConfig):
+    """One model version under test."""
+
+    weight: float | None = Field(None, ge=0.0, le=1.0, description="share for policy 'fixed'")
+
+
+class ShadowConfig(ModelConfig):
     """A model that receives a mirrored copy of a share of the requests; its answers are
     dropped, its latency, errors and agreement with the served prediction are recorded."""
 
-    name: str = Field(pattern=NAME_PATTERN)
-    model_uri: str = Field(min_length=1)
     percent: float = Field(100.0, ge=0.0, le=100.0, description="share of requests mirrored")
-    deployment: DeploymentOptions = DeploymentOptions()
 
 
 class MetricGuardrail(StrictModel):
@@ -424,6 +482,17 @@ class ExperimentConfig(StrictModel):
         """The arm that answers for a failing arm."""
         return self.default_arm or self.arms[0].name
 
+    def model(self, name: str) -> ModelConfig:
+        """The arm or shadow called ``name``.
+
+        Raises:
+            KeyError: no such arm or shadow.
+        """
+        for model in [*self.arms, *self.shadows]:
+            if model.name == name:
+                return model
+        raise KeyError(name)
+
     @property
     def declared_metrics(self) -> list[str]:
         """The feedback metrics this experiment accepts: ``metrics`` and its guardrails'."""
@@ -596,6 +665,42 @@ class RouterConfig(StrictModel):
     )
 
 
+class PoolConfig(StrictModel):
+    """The shared model pool (placement ``pool``): one Serve deployment whose replicas load
+    model versions on demand, keep at most ``max_models_per_replica`` (least recently used
+    leave first) and autoscale on load; Serve routes a request to a replica that already
+    holds its version.
+
+    A request for a version that is still loading waits ``cold_start_timeout_s`` and is then
+    answered by the experiment's default arm (a fallback, never a 5xx); an experiment
+    created at runtime waits up to ``preload_timeout_s`` for its versions to load (and is
+    refused with the loader's error when one cannot).
+    """
+
+    max_models_per_replica: int = Field(4, ge=1, le=1000)
+    cold_start_timeout_s: float = Field(3.0, gt=0.0)
+    preload_timeout_s: float = Field(120.0, gt=0.0)
+    deployment: DeploymentOptions = DeploymentOptions(
+        autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8},
+        max_ongoing_requests=64,
+        ray_actor_options=ActorOptions(num_cpus=0.25),
+    )
+
+    @model_validator(mode="after")
+    def _no_batching(self) -> PoolConfig:
+        if self.deployment.batching is not None:
+            raise ValueError("pool.deployment.batching: the pool does not batch requests")
+        return self
+
+
+class ModelsConfig(StrictModel):
+    """How the app keeps up with the model registry."""
+
+    alias_poll_interval_s: float = Field(
+        30.0, gt=0.0, description="how often arms on @alias or latest URIs look for a move"
+    )
+
+
 class StateConfig(StrictModel):
     """The experiment-state deployment (one replica): its size and placement."""
 
@@ -629,6 +734,8 @@ class AppConfig(StrictModel):
     auth: AuthConfig = AuthConfig()
     http: HttpConfig = HttpConfig()
     router: RouterConfig = RouterConfig()
+    pool: PoolConfig = PoolConfig()
+    models: ModelsConfig = ModelsConfig()
     state: StateConfig = StateConfig()
     lifecycle: LifecycleLoopConfig = LifecycleLoopConfig()
     experiments: list[ExperimentConfig] = Field(min_length=1)

@@ -1,12 +1,13 @@
 """Calling the arms: timeouts, circuit breakers, fallback to the default arm, shadow copies.
 
-An arm is answered by a backend (:class:`DeploymentBackend`: the arm's own Serve deployment;
-other placements plug in with the same ``predict(features, timeout_s)``). For one request
-:meth:`Dispatcher.answer` calls the routed arm with its timeout; when it fails, the default
-arm answers (a *fallback*, counted against the failed arm) and the feedback of that answer
-is kept out of learning. Every call feeds the arm's circuit breaker. Failures of routed
-decisions are ``errors`` (they feed the error-rate guardrail); failures of forced requests
-are ``forced_errors`` and feed no guardrail.
+An arm is answered by the backend of its placement (:mod:`serve_app.ingress.backends`), for
+its serving URI (the pinned version). For one request :meth:`Dispatcher.answer` calls the
+routed arm with its timeout; when it fails, the default arm answers (a *fallback*, counted
+against the failed arm) and the feedback of that answer is kept out of learning. Every call
+feeds the arm's circuit breaker. Failures of routed decisions are ``errors`` (they feed the
+error-rate guardrail); failures of forced requests are ``forced_errors`` and feed no
+guardrail. A cold start (:class:`~serve_app.ingress.backends.ModelLoading`) is a fallback
+and nothing else: not an error, not a breaker failure.
 
 Shadows get a fire-and-forget copy of a share of the requests after the answer is known:
 their answers, errors and timeouts never change or delay what the client gets; what they
@@ -16,7 +17,6 @@ did is counted (requests, errors, timeouts, dropped copies, latency, agreement).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -27,28 +27,11 @@ import numpy as np
 from serve_app.config import RouterConfig
 from serve_app.errors import Unavailable
 from serve_app.experiment.records import latency_bucket
+from serve_app.ingress.backends import ModelLoading
 from serve_app.ingress.routing import Route, RoutedExperiment
-from serve_app.ingress.sync import Outbox, resolve
+from serve_app.ingress.sync import Outbox
 
 logger = logging.getLogger("ray.serve")
-
-
-class DeploymentBackend:
-    """An arm served by its own deployment (placement ``dedicated``)."""
-
-    def __init__(self, handle: Any, batched: bool) -> None:
-        self.handle = handle
-        self.deployment_name = str(handle.deployment_name)
-        self._method = handle.predict_batched if batched else handle.predict
-
-    async def predict(self, features: np.ndarray, timeout_s: float) -> list[Any]:
-        response = self._method.remote(features)
-        try:
-            return list(await asyncio.wait_for(resolve(response), timeout=timeout_s))
-        except BaseException:
-            with contextlib.suppress(Exception):
-                response.cancel()
-            raise
 
 
 @dataclass(frozen=True)
@@ -88,12 +71,15 @@ class Dispatcher:
         started = time.perf_counter()
         try:
             predictions = await self.call(routed, arm, features)
+        except ModelLoading as cold:
+            self.observe(name, arm, "cold", time.perf_counter() - started)
+            return await self._fall_back(routed, route, features, cold)
         except Exception as error:
             self.observe(name, arm, "error", time.perf_counter() - started)
             return await self._fall_back(routed, route, features, error)
         self._latency(routed, route, arm, time.perf_counter() - started)
         self.observe(name, arm, "ok", time.perf_counter() - started)
-        return Answer(predictions, arm, route.learned, fallback=False)
+        return Answer(predictions, arm, route.learned, False, routed.model_version(arm))
 
     def _latency(self, routed: RoutedExperiment, route: Route, arm: str, seconds: float) -> None:
         """Routed calls feed the latency histogram (and its guardrail); forced ones do not."""
@@ -104,7 +90,9 @@ class Dispatcher:
         self, routed: RoutedExperiment, route: Route, features: np.ndarray, error: Exception
     ) -> Answer:
         name, default, revision = routed.name, routed.config.default, routed.revision
-        self.outbox.count(name, revision, route.arm, "forced_errors" if route.forced else "errors")
+        if not isinstance(error, ModelLoading):
+            failed = "forced_errors" if route.forced else "errors"
+            self.outbox.count(name, revision, route.arm, failed)
         if route.arm == default:
             raise self._unavailable(routed, route.arm, error) from None
         logger.warning(
@@ -119,14 +107,19 @@ class Dispatcher:
             raise self._unavailable(routed, default, default_error) from None
         seconds = time.perf_counter() - started
         self.observe(name, default, "fallback", seconds)
-        return Answer(predictions, default, learned=False, fallback=True)
+        return Answer(predictions, default, False, True, routed.model_version(default))
 
     async def call(self, routed: RoutedExperiment, arm: str, features: np.ndarray) -> list[Any]:
         """Call one arm (or shadow) with its timeout; feed its circuit breaker."""
         backend = routed.backends.get(arm) or routed.shadow_backends[arm]
         breaker = routed.breakers.get(arm)
+        model = routed.model(arm)
         try:
-            predictions = await backend.predict(features, routed.options(arm).timeout_s)
+            predictions = await backend.predict(
+                features, model.serving_uri, model.deployment.timeout_s
+            )
+        except ModelLoading:
+            raise
         except Exception:
             if breaker is not None:
                 breaker.record_failure()
@@ -162,7 +155,7 @@ class Dispatcher:
         start = time.perf_counter()
         try:
             predictions = await self.call(routed, shadow, features)
-        except TimeoutError:
+        except (TimeoutError, ModelLoading):
             self.outbox.shadow(routed.name, shadow, requests=1, timeouts=1)
             return
         except Exception as error:

@@ -45,11 +45,14 @@ from serve_app.experiment.records import (
     InvalidRecord,
 )
 from serve_app.ingress.auth import Authenticator
-from serve_app.ingress.dispatch import DeploymentBackend, Dispatcher
+from serve_app.ingress.backends import DeploymentBackend, PoolBackend
+from serve_app.ingress.dispatch import Dispatcher
 from serve_app.ingress.features import check_features
 from serve_app.ingress.http import ERRORS, GuardSettings, app, configure, json_body, parse_body
 from serve_app.ingress.http import LOCAL_HOSTS as DEFAULT_HOSTS
-from serve_app.ingress.oip import OpenInferenceEndpoints
+from serve_app.ingress.oip import OpenInferenceEndpoints, allow_binary_body
+from serve_app.ingress.oip_grpc import OpenInferenceGrpc
+from serve_app.ingress.placement import Placements
 from serve_app.ingress.routing import Route, RoutedExperiment
 from serve_app.ingress.schemas import (
     AuditEntry,
@@ -123,7 +126,7 @@ class RouterMetrics:
 
 @serve.deployment
 @serve.ingress(app)
-class Router(OpenInferenceEndpoints, UiEndpoints):
+class Router(OpenInferenceEndpoints, OpenInferenceGrpc, UiEndpoints):
     """The HTTP ingress of one bandit-serve application.
 
     The mixins add the Open Inference Protocol (:mod:`serve_app.ingress.oip`) and the live
@@ -134,8 +137,8 @@ class Router(OpenInferenceEndpoints, UiEndpoints):
         self,
         config: AppConfig,
         state: DeploymentHandle,
-        arms: dict[str, dict[str, DeploymentHandle]],
-        shadows: dict[str, dict[str, DeploymentHandle]],
+        pool: DeploymentHandle,
+        dedicated: dict[str, DeploymentHandle],
     ) -> None:
         self.config = config
         self.limits = config.router
@@ -149,16 +152,10 @@ class Router(OpenInferenceEndpoints, UiEndpoints):
                 max_body_bytes=self.limits.max_body_bytes,
                 authorize_docs=self.auth.docs,
                 cors_origins=tuple(config.http.cors_origins),
+                allow_body=allow_binary_body,
             )
         )
-        # Every deployed model by URI, so experiments created at runtime find their arms.
-        self._models: dict[str, Any] = {}
-        for experiment in config.experiments:
-            for arm in experiment.arms:
-                handle = arms[experiment.name][arm.name]
-                self._models.setdefault(arm.model_uri, handle)
-            for shadow in experiment.shadows:
-                self._models.setdefault(shadow.model_uri, shadows[experiment.name][shadow.name])
+        self.placements = Placements(config, pool, dedicated)
         self.experiments: dict[str, RoutedExperiment] = {}
         self._default_experiment = config.experiments[0].name
         self.metrics = RouterMetrics()
@@ -172,39 +169,50 @@ class Router(OpenInferenceEndpoints, UiEndpoints):
         )
         self.dispatch = Dispatcher(self.link.outbox, self.limits, self.metrics.observe)
         self._assignments: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        self._warming: set[asyncio.Task[None]] = set()
         self._apply(registration["snapshot"])
+        # cold starts are explicit: this replica answers once its experiments' models load
+        await asyncio.gather(*(task for task in list(self._warming)), return_exceptions=True)
         self.link.start()
 
-    def _backend(self, handle: Any, config: ExperimentConfig, arm: str) -> DeploymentBackend:
-        options = next(m.deployment for m in [*config.arms, *config.shadows] if m.name == arm)
-        return DeploymentBackend(handle, batched=options.batching is not None)
+    def _warm(self, config: ExperimentConfig) -> None:
+        """Load an experiment's models where they run, in the background."""
+        task = asyncio.get_running_loop().create_task(self.placements.warm(config))
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
 
     def _apply(self, snapshot: Any) -> None:
         """Route on a state snapshot; start routing experiments created at runtime."""
         for name, state in snapshot.experiments.items():
             routed = self.experiments.get(name)
             if routed is not None:
+                if state.config is not None and state.config != routed.config:
+                    self._rebind(routed, state.config)
                 routed.apply(state)
                 continue
             config = state.config
             if config is None:
                 continue
             try:
-                backends = {
-                    a.name: self._backend(self._models[a.model_uri], config, a.name)
-                    for a in config.arms
-                }
-                shadows = {
-                    s.name: self._backend(self._models[s.model_uri], config, s.name)
-                    for s in config.shadows
-                }
+                backends, shadows = self.placements.backends(config)
             except KeyError as missing:
                 logger.error("experiment %s uses undeployed model %s", name, missing)
                 continue
             self.experiments[name] = RoutedExperiment.create(
                 config, state, backends, shadows, self.limits.circuit
             )
+            self._warm(config)
         self._mark_unavailable(snapshot.replicas)
+
+    def _rebind(self, routed: RoutedExperiment, config: ExperimentConfig) -> None:
+        """A new revision may move models (an alias moved, arms changed): new backends,
+        and their versions warmed."""
+        try:
+            routed.backends, routed.shadow_backends = self.placements.backends(config)
+        except KeyError as missing:
+            logger.error("experiment %s uses undeployed model %s", config.name, missing)
+            return
+        self._warm(config)
 
     def _mark_unavailable(self, running: dict[str, int] | None) -> None:
         """Hold an arm's circuit open while its deployment has no running replica (the
@@ -213,9 +221,8 @@ class Router(OpenInferenceEndpoints, UiEndpoints):
             return
         for routed in self.experiments.values():
             for arm, backend in routed.backends.items():
-                name = getattr(backend, "deployment_name", None)
-                if name is not None:
-                    routed.breakers[arm].unavailable = running.get(name) == 0
+                if isinstance(backend, DeploymentBackend | PoolBackend):
+                    routed.breakers[arm].unavailable = running.get(backend.deployment_name) == 0
 
     def _circuits(self) -> dict[str, dict[str, str]]:
         return {
@@ -529,11 +536,14 @@ class Router(OpenInferenceEndpoints, UiEndpoints):
             name = arguments.get("name")
             if not isinstance(name, str) or not name:
                 raise InvalidRequest("name: required, the new experiment's name", field="name")
-            arguments = {"spec": arguments}
+            if name in self.experiments:
+                raise Conflict(f"experiment {name!r} exists already")
+            prepared = await self.placements.prepare(arguments)  # loads every model first
+            arguments = {"spec": prepared.model_dump(mode="json")}
         elif name not in self.experiments:
             raise self._unknown(str(name))
         elif action == "update":
-            arguments = {"changes": arguments}
+            arguments = {"changes": await self._arm_changes(name, arguments)}
         result = await self.link.state.control.remote(
             action, name, actor, reason=reason, **arguments
         )
@@ -545,6 +555,28 @@ class Router(OpenInferenceEndpoints, UiEndpoints):
         await self.link.sync_once()  # this replica routes on the change at once
         return result["ok"]
 
+    async def _arm_changes(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """An update that replaces arms' models: the new versions are loaded first (422 with
+        the loader's error otherwise), and sent as the experiment's new ``arms``."""
+        if not changes.get("arms"):
+            return changes
+        config = self.experiments[name].config
+        replaced = {arm["name"]: arm for arm in changes["arms"]}
+        unknown = sorted(set(replaced) - set(config.arm_names))
+        if unknown:
+            raise InvalidRequest(
+                f"arms: {unknown[0]!r} is not an arm of {name!r} (arms: "
+                f"{', '.join(config.arm_names)}); an update replaces the models of existing arms",
+                field="arms",
+            )
+        spec = config.model_dump(mode="json")
+        for arm in spec["arms"]:
+            if arm["name"] in replaced:
+                arm.update({k: v for k, v in replaced[arm["name"]].items() if v is not None})
+                arm["version"] = None
+        prepared = await self.placements.prepare(spec)
+        return {**changes, "arms": [arm.model_dump(mode="json") for arm in prepared.arms]}
+
     @app.post(
         "/experiments",
         response_model=ExperimentSummary,
@@ -553,10 +585,10 @@ class Router(OpenInferenceEndpoints, UiEndpoints):
         openapi_extra=json_body(CreateRequest),
     )
     async def create(self, request: Request) -> Any:
-        """Create an experiment whose arms use models this app already deploys.
-
-        The body is an experiment as in the config (name, policy, arms, ...) plus ``reason``.
-        """
+        """Create an experiment on any MLflow model URIs (placement ``pool`` or ``router``
+        need no redeploy; ``dedicated`` ones must be deployed by the app config). Every model
+        is loaded first: one that cannot be loaded is a 422 naming the arm, and nothing is
+        created. The body is an experiment as in the config plus ``reason``."""
         return await self._control(request, None, "create", CreateRequest)
 
     @app.patch(
@@ -566,7 +598,9 @@ class Router(OpenInferenceEndpoints, UiEndpoints):
         openapi_extra=json_body(UpdateRequest),
     )
     async def update(self, name: str, request: Request) -> Any:
-        """Change description, policy parameters, default arm or attribution window."""
+        """Change description, policy parameters, default arm, attribution window, or the
+        models of existing arms (``"arms": [{"name": ..., "model_uri": ...}]``, loaded first);
+        a new revision."""
         return await self._control(request, name, "update", UpdateRequest)
 
     def _status_endpoint(action: str, summary: str) -> Any:  # noqa: N805 - builds endpoints

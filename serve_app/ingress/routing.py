@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from bandits import Decision, Policy
-from serve_app.config import CircuitConfig, DeploymentOptions, ExperimentConfig
+from serve_app.config import CircuitConfig, ExperimentConfig, ModelConfig
 from serve_app.errors import InvalidRequest, Unavailable
 from serve_app.experiment.live import ExperimentSnapshot
 from serve_app.ingress.circuit import CircuitBreaker
@@ -147,9 +147,9 @@ class RoutedExperiment:
         effective = {name: healthy.get(name, 0.0) / total for name in weights}
         return Decision(arm, effective[arm]), effective
 
-    def options(self, arm: str) -> DeploymentOptions:
-        """The deployment options (timeout, batching) of an arm or shadow."""
-        for model in [*self.config.arms, *self.config.shadows]:
-            if model.name == arm:
-                return model.deployment
-        raise KeyError(arm)
+    def model(self, arm: str) -> ModelConfig:
+        """The config of an arm or shadow (placement, serving URI, timeout)."""
+        return self.config.model(arm)
+
+    def model_version(self, arm: str) -> str | None:
+        return self.model(arm).model_version

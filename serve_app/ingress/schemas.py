@@ -8,7 +8,7 @@ are checked by the router, which knows them.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -178,11 +178,20 @@ class CreateRequest(BaseModel):
     reason: str = Field("", max_length=1000)
 
 
+class ArmChange(StrictBody):
+    """A new model for an existing arm (loaded before the change applies)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    model_uri: str = Field(min_length=1, max_length=2048)
+    placement: Literal["pool", "dedicated", "router"] | None = None
+
+
 class UpdateRequest(ControlRequest):
     description: str | None = Field(None, max_length=10_000)
     policy_params: dict[str, Any] | None = None
     default_arm: str | None = Field(None, max_length=64)
     feedback_window_s: float | None = Field(None, gt=0)
+    arms: list[ArmChange] | None = Field(None, max_length=64)
 
 
 class AuditEntry(BaseModel):

@@ -26,7 +26,7 @@ import mlflow.pyfunc
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from serve_app.models.uris import latest_version, mlflow_uris, no_progress_bars
+from serve_app.models.registry import latest_version, mlflow_uris, no_progress_bars
 
 __all__ = [
     "DIGITS_MODELS",

@@ -20,15 +20,8 @@ import mlflow.pyfunc
 import numpy as np
 from mlflow.exceptions import MlflowException
 
-from serve_app.models.uris import (
-    ModelUri,
-    client_for,
-    first_line,
-    mlflow_uris,
-    no_progress_bars,
-    parse_model_uri,
-    resolve_version,
-)
+from serve_app.models.registry import client_for, mlflow_uris, no_progress_bars, resolve_version
+from serve_app.models.uris import ModelUri, first_line, parse_model_uri
 
 __all__ = ["InputSignature", "input_signature", "load_model", "model_exists", "predict_labels"]
 

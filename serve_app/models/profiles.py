@@ -28,15 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bandits.drift import ReferenceProfile
-from serve_app.models.uris import (
-    ModelUri,
-    client_for,
-    first_line,
-    mlflow_uris,
-    no_progress_bars,
-    parse_model_uri,
-    resolve_version,
-)
+from serve_app.models.registry import client_for, mlflow_uris, no_progress_bars, resolve_version
+from serve_app.models.uris import ModelUri, first_line, parse_model_uri
 
 __all__ = [
     "ARTIFACT_PATH",

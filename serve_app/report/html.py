@@ -24,6 +24,7 @@ from serve_app.report.format import (
     psi_threshold,
     top_features,
 )
+from serve_app.report.plots import share_by_decisions, traffic_shares
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
@@ -302,14 +303,36 @@ def _html_plots(plots: Mapping[str, Path]) -> str:
         images.append(f'<img alt="{_e(key)}" src="data:image/png;base64,{data}">')
     if not images:
         return ""
-    return '<h2>Charts</h2><div class="plots">' + "".join(images) + "</div>"
+    note = (
+        '<p class="muted">Traffic share and cumulative reward are drawn against cumulative '
+        "decisions routed (the timeline is sampled every few decisions), so a short run "
+        "shows its learning curve.</p>"
+    )
+    return "<h2>Charts</h2>" + note + '<div class="plots">' + "".join(images) + "</div>"
+
+
+def _html_learning(report: Mapping[str, Any]) -> str:
+    """Each arm's traffic share in four equal ranges of decisions (empty without data)."""
+    series = traffic_shares(report)
+    rows = [
+        [
+            _cell(f"{low:,.0f}-{high:,.0f}"),
+            *(_cell(fmt_pct(shares[arm], signed=False)) for arm in series.arms),
+        ]
+        for low, high, shares in share_by_decisions(series)
+    ]
+    if not rows:
+        return ""
+    table = _html_table(["decisions", *series.arms], rows, "no traffic yet")
+    return "<h2>Traffic share by decisions</h2>" + table
 
 
 def render_html(report: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
     """One self-contained HTML page for a report.
 
     Sections: header (status, outcome, winner, policy, timing, MLflow run id), arms,
-    charts (each PNG of ``plots`` embedded as a base64 ``data:`` URI), comparisons,
+    charts (each PNG of ``plots`` embedded as a base64 ``data:`` URI), traffic share by
+    decisions (when the timeline has an interval), comparisons,
     stopping rules, guardrails, SRM, ramp, drift and the audit log. CSS is inline, there
     are no scripts and no external references; every report string is HTML-escaped.
 
@@ -325,6 +348,7 @@ def render_html(report: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
         _html_header(report),
         _html_arms(report),
         _html_plots(plots),
+        _html_learning(report),
         _html_comparisons(report),
         _html_stopping(report),
         _html_guardrails(report),

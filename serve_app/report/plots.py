@@ -5,12 +5,18 @@ pyplot keeps global state and is not thread safe, and this module also runs insi
 server (MLflow logging of a concluded experiment happens on a worker thread). A timeline
 with too few samples still yields every core PNG, drawn as a "no data yet" placeholder, so
 callers can rely on the file names (:data:`PLOT_FILES`).
+
+The timeline plots put cumulative routed decisions on the x axis, not wall time: the state
+samples the timeline every ``lifecycle.timeline_every_decisions`` decisions, so a run of a
+few hundred requests shows its learning curve however fast it went (the span in wall time
+is noted at the top right).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,7 @@ from serve_app.report.format import (
     arm_names_of,
     arms_of,
     finite_or_none,
+    fmt_duration,
     psi_of,
     psi_threshold,
     top_features,
@@ -33,6 +40,9 @@ PLOT_FILES: dict[str, str] = {
     "drift": "drift.png",
 }
 """Plot key -> file name written by :func:`render_plots`."""
+
+DECISIONS_LABEL = "decisions routed (cumulative)"
+"""The x axis of the timeline plots: learning shows per decision, whatever the traffic rate."""
 
 _DPI = 100
 _FIGSIZE = (8.0, 4.5)
@@ -74,22 +84,20 @@ def _timeline_matrix(
     return times, arms, values
 
 
-def _time_axis(times: np.ndarray) -> tuple[np.ndarray, str]:
-    """Times relative to the first snapshot, in seconds, minutes or hours by span.
+def _decisions(report: Mapping[str, Any], times: np.ndarray, pulls: np.ndarray) -> np.ndarray:
+    """Cumulative routed decisions at each snapshot time: the rows' ``decisions`` (the state
+    writes it with every sample), else the sum of the arms' pulls, which is what it counts
+    (rows stored before the field existed).
 
-    Example:
-        >>> _time_axis(np.array([100.0, 400.0]))[1]
-        'minutes since first snapshot'
+    Kept non-decreasing (a running maximum), so it can serve as an x axis.
     """
-    if len(times) == 0:
-        return times, "seconds since first snapshot"
-    relative = times - times[0]
-    span = float(relative[-1])
-    if span > 2 * 3600:
-        return relative / 3600.0, "hours since first snapshot"
-    if span > 120:
-        return relative / 60.0, "minutes since first snapshot"
-    return relative, "seconds since first snapshot"
+    decisions = pulls.sum(axis=1) if len(times) else np.array([], dtype=float)
+    row = {t: i for i, t in enumerate(times)}
+    for point in report.get("timeline") or []:
+        at, value = finite_or_none(point.get("at")), finite_or_none(point.get("decisions"))
+        if at is not None and value is not None and at in row:
+            decisions[row[at]] = value
+    return np.maximum.accumulate(decisions) if len(decisions) else decisions
 
 
 def _interval_shares(pulls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,6 +119,106 @@ def _interval_shares(pulls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keep = totals > 0
     shares = deltas[keep] / totals[keep, None]
     return np.flatnonzero(keep) + 1, shares
+
+
+@dataclass(frozen=True)
+class TrafficShares:
+    """Each arm's share of the decisions routed between consecutive timeline samples.
+
+    Interval ``k`` covers decisions ``start[k]`` to ``end[k]`` (cumulative counts, so
+    ``end[k] - start[k]`` is how many decisions it holds) and ``shares[k, j]`` is arm ``j``'s
+    part of them; a bandit that learns moves share to its best arm as decisions grow.
+    ``weights`` is each arm's routing weight at every sample (``at``, ``decisions``; NaN
+    where a sample has none).
+    """
+
+    arms: list[str]
+    start: np.ndarray
+    end: np.ndarray
+    shares: np.ndarray
+    at: np.ndarray
+    decisions: np.ndarray
+    weights: np.ndarray
+
+    def share_of(self, arm: str) -> np.ndarray:
+        """One arm's share per interval (in decision order)."""
+        return self.shares[:, self.arms.index(arm)]
+
+
+def traffic_shares(report: Mapping[str, Any]) -> TrafficShares:
+    """The traffic-share series of ``report["timeline"]`` against cumulative decisions.
+
+    Intervals without a new decision are left out; fewer than two samples give no interval.
+
+    Example:
+        >>> rows = [
+        ...     {"at": t, "decisions": d, "arm": a, "pulls": p, "weight": w}
+        ...     for t, d, a, p, w in [(1, 0, "a", 0, 0.5), (1, 0, "b", 0, 0.5),
+        ...                           (2, 40, "a", 30, 0.7), (2, 40, "b", 10, 0.3)]
+        ... ]
+        >>> series = traffic_shares({"timeline": rows})
+        >>> series.start.tolist(), series.end.tolist(), series.share_of("a").tolist()
+        ([0.0], [40.0], [0.75])
+    """
+    times, arms, pulls = _timeline_matrix(report, "pulls")
+    _, _, weights = _timeline_matrix(report, "weight")
+    decisions = _decisions(report, times, pulls)
+    if len(times) >= 2:
+        index, shares = _interval_shares(pulls)
+    else:
+        index, shares = np.array([], dtype=int), np.zeros((0, len(arms)))
+    return TrafficShares(
+        arms=arms,
+        start=decisions[index - 1] if len(index) else np.array([], dtype=float),
+        end=decisions[index] if len(index) else np.array([], dtype=float),
+        shares=shares,
+        at=times,
+        decisions=decisions,
+        weights=weights,
+    )
+
+
+def share_by_decisions(
+    series: TrafficShares, buckets: int = 4
+) -> list[tuple[float, float, dict[str, float]]]:
+    """Traffic share per arm in ``buckets`` equal ranges of cumulative decisions: the
+    learning curve as a few numbers, for the tables and the HTML page.
+
+    Each interval of ``series`` counts in the range holding its last decision, weighted by
+    its number of decisions. Ranges without an interval are left out.
+
+    Returns:
+        ``(first decision, last decision, {arm: share})`` per range, in decision order.
+
+    Example:
+        >>> series = TrafficShares(
+        ...     arms=["a", "b"], start=np.array([0.0, 50.0]), end=np.array([50.0, 100.0]),
+        ...     shares=np.array([[0.5, 0.5], [0.1, 0.9]]), at=np.array([]),
+        ...     decisions=np.array([]), weights=np.zeros((0, 2)))
+        >>> [(lo, hi, shares["b"]) for lo, hi, shares in share_by_decisions(series, 2)]
+        [(0.0, 50.0, 0.5), (50.0, 100.0, 0.9)]
+    """
+    if len(series.end) == 0 or buckets < 1:
+        return []
+    low, high = float(series.start[0]), float(series.end[-1])
+    bounds = np.linspace(low, high, buckets + 1)
+    which = np.clip(np.searchsorted(bounds, series.end, side="left") - 1, 0, buckets - 1)
+    widths = series.end - series.start
+    rows = []
+    for bucket in range(buckets):
+        mask = which == bucket
+        total = float(widths[mask].sum())
+        if not mask.any() or total <= 0:
+            continue
+        shares = (series.shares[mask] * widths[mask, None]).sum(axis=0) / total
+        rows.append(
+            (
+                float(bounds[bucket]),
+                float(bounds[bucket + 1]),
+                {arm: float(shares[j]) for j, arm in enumerate(series.arms)},
+            )
+        )
+    return rows
 
 
 # --------------------------------------------------------------------------- plots
@@ -137,30 +245,47 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
+def _span_note(axes: Any, decisions: np.ndarray, times: np.ndarray) -> None:
+    """How many decisions over how long, in small print at the top right: the x axis counts
+    decisions, so wall time is only told here."""
+    if len(decisions) and len(times):
+        span = fmt_duration(float(times[-1] - times[0]))
+        note = f"{decisions[-1]:,.0f} decisions over {span}"
+        axes.set_title(note, loc="right", fontsize="small", color="0.35")
+
+
 def _plot_traffic_share(report: Mapping[str, Any]) -> Figure:
-    """Stacked area of each arm's share of new pulls per interval, routing weights dashed."""
+    """Stacked area of each arm's share of the decisions in each interval between samples,
+    against cumulative decisions (so each interval's width is its number of decisions),
+    with every arm's routing weight dashed."""
     title = "Traffic share per interval"
-    times, arms, pulls = _timeline_matrix(report, "pulls")
-    index, shares = _interval_shares(pulls) if len(times) >= 2 else (np.array([]), None)
-    if shares is None or len(index) == 0:
+    series = traffic_shares(report)
+    if len(series.start) == 0:
         return _placeholder(title)
-    x, label = _time_axis(times)
+    arms = series.arms
     figure, axes = _new_figure()
     colors = [f"C{j % 10}" for j in range(len(arms))]
-    # Each share is held from its interval's opening snapshot to the next kept interval
-    # ("post" steps); the last one is repeated to close its interval.
-    edges = np.concatenate([x[index - 1], x[index[-1:]]])
-    stacked = np.vstack([shares, shares[-1:]]).T
+    # Each share is held from its interval's first decision to its last ("post" steps);
+    # the last one is repeated to close its interval.
+    edges = np.concatenate([series.start, series.end[-1:]])
+    stacked = np.vstack([series.shares, series.shares[-1:]]).T
     axes.stackplot(edges, stacked, labels=arms, colors=colors, alpha=0.7, step="post")
-    _, _, weights = _timeline_matrix(report, "weight")
     for j in range(len(arms)):
-        if not np.all(np.isnan(weights[:, j])):
-            axes.plot(x, weights[:, j], color=colors[j], linestyle="--", linewidth=1.2)
+        if not np.all(np.isnan(series.weights[:, j])):
+            axes.plot(
+                series.decisions,
+                series.weights[:, j],
+                color=colors[j],
+                linestyle="--",
+                linewidth=1.2,
+            )
     axes.plot([], [], color="0.3", linestyle="--", label="routing weight")
     axes.set_ylim(0.0, 1.0)
-    axes.set_xlabel(label)
-    axes.set_ylabel("share of pulls")
-    axes.set_title(title)
+    axes.set_xlim(float(edges[0]), float(edges[-1]))
+    axes.set_xlabel(DECISIONS_LABEL)
+    axes.set_ylabel("share of decisions")
+    axes.set_title(title, loc="left")
+    _span_note(axes, series.decisions, series.at)
     axes.legend(loc="upper left", fontsize="small", ncols=min(len(arms) + 1, 4))
     return figure
 
@@ -241,13 +366,15 @@ def _plot_posteriors(report: Mapping[str, Any]) -> Figure:
 
 
 def _plot_cumulative_reward(report: Mapping[str, Any]) -> Figure:
-    """Cumulative reward per arm (top) and cumulative mean reward per arm (bottom)."""
+    """Cumulative reward per arm (top) and cumulative mean reward per arm (bottom), against
+    cumulative decisions."""
     title = "Cumulative reward per arm"
     times, arms, reward = _timeline_matrix(report, "reward_sum")
     if len(times) == 0:
         return _placeholder(title)
     _, _, feedback = _timeline_matrix(report, "feedback")
-    x, label = _time_axis(times)
+    _, _, pulls = _timeline_matrix(report, "pulls")
+    x = _decisions(report, times, pulls)
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = np.where(feedback > 0, reward / feedback, np.nan)
     marker = "o" if len(times) == 1 else None
@@ -256,10 +383,11 @@ def _plot_cumulative_reward(report: Mapping[str, Any]) -> Figure:
         top.plot(x, reward[:, j], color=f"C{j % 10}", marker=marker, label=arm)
         bottom.plot(x, mean[:, j], color=f"C{j % 10}", marker=marker, label=arm)
     top.set_ylabel("cumulative reward")
-    top.set_title(title)
+    top.set_title(title, loc="left")
+    _span_note(top, x, times)
     top.legend(loc="upper left", fontsize="small")
     bottom.set_ylabel("cumulative mean reward")
-    bottom.set_xlabel(label)
+    bottom.set_xlabel(DECISIONS_LABEL)
     return figure
 
 
@@ -297,11 +425,13 @@ def render_plots(report: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
 
     Files (see :data:`PLOT_FILES`):
 
-    - ``traffic_share.png``: share of new pulls per arm in each interval between timeline
-      snapshots (stacked area), with each arm's routing weight as a dashed line;
+    - ``traffic_share.png``: each arm's share of the decisions in each interval between
+      timeline samples (stacked area) against cumulative decisions, with each arm's routing
+      weight as a dashed line (:func:`traffic_shares`);
     - ``posteriors.png``: posterior density of each arm's mean reward (Beta or Normal),
       over an x-range holding the central 99.9% of every arm's mass;
-    - ``cumulative_reward.png``: cumulative reward and cumulative mean reward per arm;
+    - ``cumulative_reward.png``: cumulative reward and cumulative mean reward per arm,
+      against cumulative decisions;
     - ``drift.png``: PSI per feature (top 20) with the threshold line, only when
       ``report["drift"]`` lists features.
 

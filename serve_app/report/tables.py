@@ -16,6 +16,7 @@ from serve_app.report.format import (
     fmt_num,
     fmt_pct,
 )
+from serve_app.report.plots import share_by_decisions, traffic_shares
 
 
 def _text(value: Any) -> Text:
@@ -114,6 +115,25 @@ def _comparisons_table(report: Mapping[str, Any]) -> Table:
     return table
 
 
+def _learning_table(report: Mapping[str, Any]) -> Table | None:
+    """Each arm's traffic share in four equal ranges of decisions (None without a timeline
+    interval): where a bandit moved its traffic as it learned."""
+    series = traffic_shares(report)
+    rows = share_by_decisions(series)
+    if not rows:
+        return None
+    table = Table(title="traffic share by decisions", title_justify="left")
+    table.add_column("decisions")
+    for arm in series.arms:
+        table.add_column(arm, justify="right")
+    for low, high, shares in rows:
+        table.add_row(
+            f"{low:,.0f}-{high:,.0f}",
+            *(_text(fmt_pct(shares[arm], signed=False)) for arm in series.arms),
+        )
+    return table
+
+
 def _stopping_table(report: Mapping[str, Any]) -> Table:
     stopping = report.get("stopping") or {}
     title = (
@@ -148,9 +168,11 @@ def _guardrails_table(report: Mapping[str, Any]) -> Table:
 
 
 def report_tables(report: Mapping[str, Any]) -> list[Table]:
-    """Rich tables for the CLI: summary, arms, comparisons, stopping rules, guardrails.
+    """Rich tables for the CLI: summary, arms, comparisons, traffic share by decisions,
+    stopping rules, guardrails.
 
-    The comparisons and guardrails tables are left out when the report has none. Report
+    The comparisons, traffic-share and guardrails tables are left out when the report has
+    none (traffic share: fewer than two timeline samples). Report
     strings are rendered as plain text (never as rich markup).
 
     Example:
@@ -161,6 +183,9 @@ def report_tables(report: Mapping[str, Any]) -> list[Table]:
     tables = [_summary_table(report), _arms_table(report)]
     if report.get("comparisons"):
         tables.append(_comparisons_table(report))
+    learning = _learning_table(report)
+    if learning is not None:
+        tables.append(learning)
     tables.append(_stopping_table(report))
     if report.get("guardrails"):
         tables.append(_guardrails_table(report))

@@ -41,7 +41,6 @@ class ControlPlane:
         store: The experiment store.
         experiments: The state's live experiments, by name (created ones are added here).
         lock: The state's write lock: every store write and the memory change after it.
-        models: Model URI -> features per row of every model this app deploys.
         on_concluded: Called with an experiment's name when it concludes.
         on_created: Awaited with a new experiment (sets up its drift tracking).
     """
@@ -51,14 +50,12 @@ class ControlPlane:
         store: ExperimentStore,
         experiments: dict[str, LiveExperiment],
         lock: asyncio.Lock,
-        models: Mapping[str, int | None],
         on_concluded: Callable[[str], None],
         on_created: Callable[[LiveExperiment], Awaitable[None]],
     ) -> None:
         self.store = store
         self.experiments = experiments
         self.lock = lock
-        self.models = models
         self.on_concluded = on_concluded
         self.on_created = on_created
 
@@ -137,19 +134,10 @@ class ControlPlane:
     async def create(
         self, name: str, actor: str, spec: Mapping[str, Any], reason: str = ""
     ) -> dict[str, Any]:
-        """A new experiment whose arms use models this app already deploys."""
+        """A new experiment (the router has loaded its models and pinned their versions)."""
         if name in self.experiments:
             raise ControlError(f"experiment {name!r} exists already")
         config = self.validated({**spec, "name": name})
-        missing = sorted({m.model_uri for m in [*config.arms, *config.shadows]} - set(self.models))
-        if missing:
-            raise ControlError(
-                f"model_uri {', '.join(missing)} has no deployment in this app; add an "
-                "experiment that uses it to the app config and redeploy",
-                status=422,
-            )
-        if config.n_features is None:
-            config = config.model_copy(update={"n_features": self.models[config.arms[0].model_uri]})
         async with self.lock:
             created = await asyncio.to_thread(
                 self.store.create_experiment, name, config.model_dump(mode="json"), actor, reason
@@ -166,8 +154,9 @@ class ControlPlane:
     async def update(
         self, name: str, actor: str, changes: Mapping[str, Any], reason: str = ""
     ) -> dict[str, Any]:
-        """Change description, policy parameters, default arm or attribution window: a new
-        revision (the arms and the policy itself are fixed for an experiment's life)."""
+        """Change description, policy parameters, default arm, attribution window or the
+        models of existing arms: a new revision (the arm names and the policy itself are
+        fixed for an experiment's life)."""
         live = self.live(name)
         spec = live.config.model_dump(mode="json")
         for key, value in changes.items():
@@ -251,6 +240,41 @@ class ControlPlane:
         """The default (control) arm takes all traffic; the experiment is concluded."""
         default = self.live(name).config.default
         return await self._conclude(name, "rollback", actor, reason, "rolled_back", default)
+
+    async def follow_versions(self, live: LiveExperiment, versions: Mapping[str, str]) -> None:
+        """Pin models (arms or shadows, by name) to the versions their alias or ``latest``
+        URI points to now. A model seen for the first time is pinned in place; a model
+        whose version moved starts a new revision (its counts stay apart), audited as
+        ``alias_moved``."""
+        spec = live.config.model_dump(mode="json")
+        moved, first = {}, {}
+        for model in [*spec["arms"], *spec["shadows"]]:
+            version = versions.get(model["name"])
+            if version is None or version == model.get("version"):
+                continue
+            target = first if model.get("version") is None else moved
+            target[model["name"]] = {
+                "uri": model["model_uri"],
+                "from": model.get("version"),
+                "to": version,
+            }
+            model["version"] = version
+        if not (moved or first):
+            return
+        config = self.validated(spec)
+        if moved:
+            await self._change(live, "alias_moved", ACTOR, {"models": moved}, config=config)
+            return
+        async with self.lock:  # first resolution: same revision (nothing served differs)
+            await asyncio.to_thread(
+                self.store.update_experiment,
+                live.name,
+                action="alias_resolved",
+                detail={"models": first},
+                actor=ACTOR,
+                config=config.model_dump(mode="json"),
+            )
+            live.config = config
 
     # ---------------------------------------------------------------- the lifecycle's actions
 

@@ -39,6 +39,7 @@ from serve_app.state.control import ControlPlane
 from serve_app.state.keys import load_keyring
 from serve_app.state.ledger import Ledger
 from serve_app.state.loops import (
+    Aliases,
     Conclusions,
     Lifecycle,
     Timeline,
@@ -97,17 +98,13 @@ class ExperimentState:
         self.restore_problems = restored.problems
         lock = asyncio.Lock()
         self.ledger = Ledger(self.store, self.experiments, lock)
-        # models with a deployment in this app, and the feature count of each
-        models: dict[str, int | None] = {}
-        for experiment in config.experiments:
-            for model in [*experiment.arms, *experiment.shadows]:
-                models.setdefault(model.model_uri, experiment.n_features)
         self.reports = ReportCache(self.store, self._live)
         self.conclusions = Conclusions(self.experiments, self.store, config, self._mlflow_report)
         self.control_plane = ControlPlane(
-            self.store, self.experiments, lock, models, self.conclusions.later, self._track_drift
+            self.store, self.experiments, lock, self.conclusions.later, self._track_drift
         )
         self.lifecycle = Lifecycle(self.experiments, self.control_plane, self.store)
+        self.aliases = Aliases(self.experiments, self.control_plane, config)
         self.timeline = Timeline(self.experiments, self.store, config)
         self._profiles: dict[str, ReferenceProfile | None] = {}
         for live in self.experiments.values():
@@ -121,6 +118,14 @@ class ExperimentState:
             ),
             asyncio.create_task(every(self.timeline.tick_s, self.timeline.step, "timeline")),
             asyncio.create_task(every(3600.0, lambda: prune_sync_log(self.store), "sync log")),
+            asyncio.create_task(
+                every(
+                    config.models.alias_poll_interval_s,
+                    self.aliases.step,
+                    "alias check",
+                    immediately=True,
+                )
+            ),
         ]
         app_name = _app_name()
         if app_name is not None:  # in a Serve replica (tests also run this class in-process)

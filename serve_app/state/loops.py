@@ -37,13 +37,18 @@ async def every(
     step: Callable[[], Awaitable[Any]],
     what: str,
     warmup: tuple[float, float] | None = None,
+    immediately: bool = False,
 ) -> None:
     """Run ``step`` every ``interval_s`` forever; a failing step is logged and retried.
-    ``warmup=(seconds, faster)`` runs it every ``faster`` seconds for the first ``seconds``."""
+    ``warmup=(seconds, faster)`` runs it every ``faster`` seconds for the first ``seconds``;
+    ``immediately`` runs it once before the first wait."""
     started = time.monotonic()
+    first = immediately
     while True:
         fast = warmup is not None and time.monotonic() - started < warmup[0]
-        await asyncio.sleep(min(interval_s, warmup[1]) if fast and warmup else interval_s)
+        if not first:
+            await asyncio.sleep(min(interval_s, warmup[1]) if fast and warmup else interval_s)
+        first = False
         try:
             await step()
         except Exception:
@@ -166,6 +171,40 @@ class Timeline:
         keep = self.settings.timeline_max_samples
         for name in list(self.experiments):
             await asyncio.to_thread(self.store.thin_timeline, name, keep)
+
+
+class Aliases:
+    """Follows registry aliases: every ``models.alias_poll_interval_s`` each model on an
+    ``@alias`` (or ``latest``) URI is resolved again, and a move pins the new version (a new
+    revision with an audit entry, see :meth:`ControlPlane.follow_versions`), so the
+    platform's own promotion that moves ``champion`` reaches serving by itself."""
+
+    def __init__(
+        self, experiments: dict[str, LiveExperiment], control: ControlPlane, config: AppConfig
+    ) -> None:
+        self.experiments = experiments
+        self.control = control
+        self.tracking_uri = config.mlflow_tracking_uri
+
+    async def step(self) -> None:
+        from serve_app.models.registry import current_version
+
+        for name, live in list(self.experiments.items()):
+            versions = {}
+            for model in [*live.config.arms, *live.config.shadows]:
+                if not model.follows_alias:
+                    continue
+                try:
+                    version = await asyncio.to_thread(
+                        current_version, model.model_uri, self.tracking_uri
+                    )
+                except Exception as error:  # the registry is down, or the alias went away
+                    logger.warning("resolving %s of %s failed: %r", model.model_uri, name, error)
+                    continue
+                if version is not None:
+                    versions[model.name] = version
+            if versions and self.experiments.get(name) is live:
+                await self.control.follow_versions(live, versions)
 
 
 async def watch_replicas(app_name: str, running: dict[str, int]) -> None:

@@ -178,6 +178,10 @@ def e2e_args(demo_store: dict[str, Any], data_dir: str) -> dict[str, Any]:
                 ],
             },
             fixed("flaky", {"logreg": 0.5, "broken": 0.5}, uris),
+            fixed("control", {"logreg": 0.5, "forest": 0.5}, uris),
+            fixed("canary", {"logreg": 0.9, "forest": 0.1}, uris),
+            fixed("durable", {"logreg": 0.5, "forest": 0.5}, uris),
+            *lifecycle_experiments(uris),
             fixed(
                 "shadowed",
                 {"logreg": 1.0, "forest": 0.0},
@@ -195,13 +199,22 @@ def e2e_args(demo_store: dict[str, Any], data_dir: str) -> dict[str, Any]:
                 guardrails={"max_error_rate": 0.2, "min_requests": 5},
                 metrics=["revenue"],
             ),
-            fixed("control", {"logreg": 0.5, "forest": 0.5}, uris),
-            fixed("canary", {"logreg": 0.9, "forest": 0.1}, uris),
-            fixed("durable", {"logreg": 0.5, "forest": 0.5}, uris),
-            *lifecycle_experiments(uris),
         ],
         "lifecycle": {"evaluate_interval_s": 0.2, "timeline_interval_s": 0.5},
+        "pool": SMALL_POOL,
+        "models": {"alias_poll_interval_s": 0.5},
     }
+
+
+SMALL_POOL = {
+    "max_models_per_replica": 2,
+    "cold_start_timeout_s": 5.0,
+    "deployment": {
+        "num_replicas": 1,
+        "max_ongoing_requests": 64,
+        "ray_actor_options": {"num_cpus": 0.1},
+    },
+}
 
 
 def lifecycle_experiments(uris: dict[str, str]) -> list[dict[str, Any]]:
@@ -258,10 +271,28 @@ def serve_url() -> Iterator[str]:
     # address="local": always a fresh cluster, never one another process started.
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": port},
+        grpc_options={
+            "port": free_port(),
+            "grpc_servicer_functions": [
+                "serve_app.ingress.oip_pb.inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server"
+            ],
+        },
+    )
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def grpc_target(serve_url: str) -> str:
+    """``127.0.0.1:<port>`` of the session Serve's gRPC proxy (the Open Inference Protocol's
+    gRPC service; a client names its app in the metadata ``application``)."""
+    from ray.serve.context import _get_global_client
+
+    port = _get_global_client().get_serve_details()["grpc_options"]["port"]
+    return f"127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="session")
@@ -342,6 +373,7 @@ def guarded_args(
             fixed("pg-durable", {"logreg": 0.5, "forest": 0.5}, uris),
         ],
         "lifecycle": {"evaluate_interval_s": 0.5, "timeline_interval_s": 1.0},
+        "pool": SMALL_POOL,
     }
 
 

@@ -25,8 +25,9 @@ class Backend:
     def __init__(self, answer=0, delay_s: float = 0.0, fails: bool = False) -> None:
         self.answer, self.delay_s, self.fails, self.calls = answer, delay_s, fails, 0
 
-    async def predict(self, features, timeout_s):
+    async def predict(self, features, uri, timeout_s):
         self.calls += 1
+        self.uri = uri
 
         async def work():
             await asyncio.sleep(self.delay_s)
@@ -65,6 +66,31 @@ def counts(outbox: Outbox):
         batch.latency if batch else {},
         batch.shadows if batch else {},
     )
+
+
+def test_a_cold_start_is_a_fallback_not_an_error_of_the_arm():
+    from serve_app.ingress.backends import ModelLoading
+
+    class Cold(Backend):
+        async def predict(self, features, uri, timeout_s):
+            raise ModelLoading(f"{uri} is still loading")
+
+    routed = experiment({"a": Backend(answer=1), "b": Cold()})
+    dispatch, outbox = dispatcher()
+    answer = asyncio.run(dispatch.answer(routed, Route("b", 0.5, learned=True), ROWS))
+    assert (answer.arm, answer.fallback, answer.learned) == ("a", True, False)
+    arms, _, _ = counts(outbox)
+    assert (arms[("exp", 1, "b")].errors, arms[("exp", 1, "b")].fallbacks) == (0, 1)
+    assert routed.breakers["b"].consecutive_failures == 0  # not held against the arm
+
+
+def test_calls_name_the_arms_pinned_version():
+    backend = Backend(answer=1)
+    config_arms = {"a": backend, "b": Backend()}
+    routed = experiment(config_arms)
+    dispatch, _ = dispatcher()
+    asyncio.run(dispatch.answer(routed, Route("a", 0.5, learned=True), ROWS))
+    assert backend.uri == "/m/a"
 
 
 def test_a_failing_arm_falls_back_and_is_counted_against_the_arm():

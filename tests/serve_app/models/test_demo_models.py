@@ -16,7 +16,7 @@ from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from serve_app.models.demo import DIGITS_MODELS, digits_split, train_demo_models
 from serve_app.models.loading import load_model, model_exists, predict_labels
-from serve_app.models.uris import mlflow_uris
+from serve_app.models.registry import mlflow_uris
 
 
 @pytest.fixture(scope="module")

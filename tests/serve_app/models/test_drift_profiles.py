@@ -20,7 +20,7 @@ from serve_app.models.profiles import (
     log_profile,
     save_profile,
 )
-from serve_app.models.uris import mlflow_uris
+from serve_app.models.registry import mlflow_uris
 
 
 @pytest.mark.parametrize("arm", sorted(DIGITS_MODELS))
