@@ -143,11 +143,14 @@ def _sequential_rows(
 
 @dataclass(frozen=True)
 class RuleCheck:
-    """One stopping rule's status."""
+    """One stopping rule's status: ``value`` against ``target`` where the rule has numbers
+    (samples, P(best), expected loss, seconds), and the sentence a person reads."""
 
     name: str
     met: bool
     detail: str
+    value: float | None = None
+    target: float | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,8 @@ def evaluate_stopping(
             "min_samples",
             enough,
             f"fewest feedback per arm {fewest} of {rules.min_samples_per_arm} needed",
+            fewest,
+            rules.min_samples_per_arm,
         )
     )
     winner: str | None = None
@@ -210,6 +215,8 @@ def evaluate_stopping(
                     "prob_best",
                     confident,
                     f"P({best} best) = {probabilities[best]:.4f}, threshold {rules.prob_best}",
+                    probabilities[best],
+                    rules.prob_best,
                 )
             )
             checks.append(
@@ -218,6 +225,8 @@ def evaluate_stopping(
                     cheap,
                     f"expected loss of {best} = {losses[best]:.6f}, "
                     f"threshold {rules.expected_loss}",
+                    losses[best],
+                    rules.expected_loss,
                 )
             )
             if enough and confident and cheap:
@@ -265,6 +274,8 @@ def evaluate_stopping(
                 "max_duration",
                 expired,
                 f"running {elapsed_s:.0f} s of at most {rules.max_duration_s:.0f} s",
+                elapsed_s,
+                rules.max_duration_s,
             )
         )
     if winner is None and expired:
