@@ -63,7 +63,7 @@ def check_features(
             field="features",
         )
     for index, row in enumerate(rows):
-        if len(row) != width or not row:
+        if len(row) != width or len(row) == 0:
             raise InvalidRequest(
                 f"features[{index}] has {len(row)} values; experiment "
                 f"{experiment.name!r} expects rows of {width} numbers",

@@ -90,6 +90,8 @@ def app_home(tmp_path: Path, demo_store: dict[str, Any]) -> tuple[Path, Path, st
     port = free_port()
     config = yaml.safe_load((ROOT / "configs" / "local.yaml").read_text())
     config["http_options"]["port"] = port
+    if "grpc_options" in config:  # the gRPC port too: never a fixed one on a shared machine
+        config["grpc_options"]["port"] = free_port()
     path = tmp_path / "local.yaml"
     path.write_text(yaml.safe_dump(config))
     return home, path, f"http://127.0.0.1:{port}"

@@ -35,6 +35,8 @@ def test_rayservice_serve_config_runs_locally(demo_store, tmp_path):
         "host": "127.0.0.1",
         "port": port,
     }
+    if "grpc_options" in serve_config:  # never the manifest's fixed gRPC port here
+        serve_config["grpc_options"] = {**serve_config["grpc_options"], "port": free_port()}
     config_file = tmp_path / "serve-config.yaml"
     config_file.write_text(yaml.safe_dump(serve_config))
     # the demo models of this test session stand in for the ones the image trains
