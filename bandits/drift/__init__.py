@@ -10,6 +10,8 @@ Pieces, all pure (numpy and scipy):
 * :func:`ks_2samp`, :func:`chi_square_homogeneity`, :func:`psi`: the two-sample statistics.
 * :func:`detect_drift`: per-column verdicts, one correction, one :class:`DriftReport` with
   an ``alert`` flag, under :class:`DriftThresholds`.
+* :class:`CusumDetector` (:mod:`bandits.drift.concept`): concept drift, a drop in an arm's
+  reward rate against its own reference (Page's CUSUM), and :class:`LabelShift`.
 
 Tests per column: two-sample Kolmogorov-Smirnov for a continuous column (reference sample
 against the live window), chi-square homogeneity on the bin counts for a categorical one,
@@ -55,6 +57,7 @@ Example:
 
 from __future__ import annotations
 
+from bandits.drift.concept import ConceptParams, CusumDetector, LabelShift
 from bandits.drift.detect import (
     ColumnDrift,
     Correction,
@@ -79,10 +82,13 @@ __all__ = [
     "ColumnDrift",
     "ColumnKind",
     "ColumnProfile",
+    "ConceptParams",
     "Correction",
+    "CusumDetector",
     "DriftReport",
     "DriftThresholds",
     "DriftWindows",
+    "LabelShift",
     "LiveWindow",
     "ReferenceProfile",
     "RowSampler",
