@@ -43,19 +43,21 @@ def build_app(args: dict[str, Any]) -> Application:
     config = parse_config(args)
     if config.check_models:
         config = check_models(config)
+    pool = ModelPool.options(name=POOL_DEPLOYMENT, **config.pool.deployment.serve_options()).bind(
+        config.mlflow_tracking_uri, config.pool.max_models_per_replica
+    )
+    dedicated = _bind_dedicated(config)
+    # the state loads retraining challengers into the same model deployments
     state = ExperimentState.options(
         name=STATE_DEPLOYMENT,
         ray_actor_options=config.state.ray_actor_options.model_dump(exclude_none=True),
-    ).bind(config)
-    pool = ModelPool.options(
-        name=POOL_DEPLOYMENT, **config.pool.deployment.serve_options()
-    ).bind(config.mlflow_tracking_uri, config.pool.max_models_per_replica)
+    ).bind(config, pool, dedicated)
     router = Router.options(
         name=ROUTER_DEPLOYMENT,
         logging_config={"enable_access_log": config.router.access_log},
         **config.router.deployment.serve_options(),
     )
-    return router.bind(config, state, pool, _bind_dedicated(config))
+    return router.bind(config, state, pool, dedicated)
 
 
 def _bind_dedicated(config: AppConfig) -> dict[str, Application]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import quote
@@ -195,10 +195,17 @@ class _Base:
         return _Call("POST", "/predict", body, idempotent=False, control=arm is not None)
 
     @staticmethod
-    def _feedback(decision_id: str, reward: float, metrics: Mapping[str, float] | None) -> _Call:
+    def _feedback(
+        decision_id: str,
+        reward: float,
+        metrics: Mapping[str, float] | None,
+        label: bool | int | float | str | None = None,
+    ) -> _Call:
         body: dict[str, Any] = {"decision_id": decision_id, "reward": reward}
         if metrics:
             body["metrics"] = dict(metrics)
+        if label is not None:
+            body["label"] = label
         return _Call("POST", "/feedback", body)
 
     @staticmethod
@@ -212,6 +219,19 @@ class _Base:
             params={"timeline_points": timeline_points},
             control=self.control_token is not None,  # the audit log comes with it
         )
+
+    def _decisions(
+        self, name: str, after: str | None, limit: int, labelled: bool, challengers: bool
+    ) -> _Call:
+        params: dict[str, Any] = {
+            "limit": limit,
+            "labelled": str(labelled).lower(),
+            "challengers": str(challengers).lower(),
+        }
+        if after is not None:
+            params["after"] = after
+        path = f"/experiments/{self._name(name)}/decisions"
+        return _Call("GET", path, params=params, control=True)
 
     def _control(self, name: str, action: str, body: Mapping[str, Any]) -> _Call:
         method = "PUT" if action == "weights" else "POST"
@@ -275,10 +295,17 @@ class Client(_Base):
         return _typed(Prediction, self._send(self._predict(features, experiment, unit_id, arm)))
 
     def feedback(
-        self, decision_id: str, reward: float, *, metrics: Mapping[str, float] | None = None
+        self,
+        decision_id: str,
+        reward: float,
+        *,
+        metrics: Mapping[str, float] | None = None,
+        label: bool | int | float | str | None = None,
     ) -> FeedbackReceipt:
-        """Send a decision's reward (retried safely until acknowledged)."""
-        return _typed(FeedbackReceipt, self._send(self._feedback(decision_id, reward, metrics)))
+        """Send a decision's reward, its metrics and the true label of its input (what the
+        decision log keeps for retraining); retried safely until acknowledged."""
+        call = self._feedback(decision_id, reward, metrics, label)
+        return _typed(FeedbackReceipt, self._send(call))
 
     def experiments(self) -> list[dict[str, Any]]:
         return list(self._send(_Call("GET", "/experiments"))["experiments"])
@@ -293,6 +320,29 @@ class Client(_Base):
         """``pause``, ``resume``, ``start``, ``stop``, ``rollback``, ``promote`` (``arm=``) or
         ``weights`` (``weights=``), with an optional ``reason``."""
         return dict(self._send(self._control(name, action, body)))
+
+    def decisions(
+        self,
+        name: str,
+        *,
+        labelled: bool = False,
+        challengers: bool = False,
+        page: int = 1000,
+    ) -> Iterator[dict[str, Any]]:
+        """Every logged decision of an experiment with its feedback, oldest first, fetched a
+        page at a time (control token)."""
+        after = None
+        while True:
+            body = self._send(self._decisions(name, after, page, labelled, challengers))
+            yield from body["rows"]
+            after = body["next"]
+            if after is None:
+                return
+
+    def retraining(self, name: str) -> list[dict[str, Any]]:
+        """The experiment's retraining runs (control token)."""
+        path = f"/experiments/{self._name(name)}/retraining"
+        return list(self._send(_Call("GET", path, control=True))["runs"])
 
 
 class AsyncClient(_Base):
@@ -347,9 +397,14 @@ class AsyncClient(_Base):
         return _typed(Prediction, body)
 
     async def feedback(
-        self, decision_id: str, reward: float, *, metrics: Mapping[str, float] | None = None
+        self,
+        decision_id: str,
+        reward: float,
+        *,
+        metrics: Mapping[str, float] | None = None,
+        label: bool | int | float | str | None = None,
     ) -> FeedbackReceipt:
-        body = await self._send(self._feedback(decision_id, reward, metrics))
+        body = await self._send(self._feedback(decision_id, reward, metrics, label))
         return _typed(FeedbackReceipt, body)
 
     async def experiments(self) -> list[dict[str, Any]]:

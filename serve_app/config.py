@@ -343,6 +343,103 @@ class PolicyConfig(StrictModel):
         return self
 
 
+class ConceptDriftConfig(StrictModel):
+    """Concept drift of an experiment: per arm, a drop of ``drop`` in the mean reward against
+    the arm's own reference (its first ``reference`` rewards, or ``baseline``), by Page's
+    CUSUM (:mod:`bandits.drift.concept`), safe to evaluate after every reward; the threshold
+    is set by ``arl``, the expected rewards between false alarms. With ``labels``, feedback
+    labels are also compared with the label distribution of the arms' training profile."""
+
+    reference: int = Field(500, ge=10)
+    drop: float = Field(0.1, gt=0.0)
+    arl: float = Field(100_000.0, gt=1.0)
+    baseline: float | None = None
+    labels: bool = True
+    label_min_samples: int = Field(200, ge=10)
+
+
+class DecisionLogConfig(StrictModel):
+    """Keep a record of decisions in the store (opt-in): the request's feature rows (at most
+    ``max_rows_per_request`` of them), predictions, arm, propensity and time, and once
+    feedback arrives its reward, label and metrics. The records travel with the routers'
+    batched syncs and feedback commits, never on the prediction path. At most ``max_rows``
+    and ``max_age_s`` per experiment (the oldest go first). Retraining and off-policy
+    evaluation read it; ``bandit-serve decisions`` exports it (CSV or Parquet)."""
+
+    max_rows: int = Field(100_000, ge=10, le=10_000_000)
+    max_age_s: float = Field(30 * 24 * 3600.0, gt=0.0)
+    max_rows_per_request: int = Field(16, ge=1, le=4096)
+
+
+RetrainTrigger = Literal["data_drift", "concept_drift", "schedule"]
+
+
+class ChallengerRamp(StrictModel):
+    """A canary ramp of the challenger (see :class:`RampConfig`; the arm is the challenger)."""
+
+    steps: list[float] = Field([10.0, 50.0, 100.0], min_length=1)
+    min_samples: int = Field(200, ge=1)
+    min_duration_s: float = Field(0.0, ge=0.0)
+
+
+class ChallengerConfig(StrictModel):
+    """How a retrained version is tested: a new experiment ``<name>-r<n>`` (arms
+    ``champion``, the default arm's current version, and ``challenger``, the new one) that
+    takes the experiment's traffic until it concludes, with the experiment's guardrails,
+    metrics and decision log.
+
+    ``policy``: the experiment's own when it has two or more arms, else a fixed split giving
+    the challenger ``share`` of the traffic (or a canary ``ramp``: the experiment's own ramp
+    steps by default when it has one). ``stopping``: the experiment's rule, else the
+    sequential test with 200 feedbacks per arm at least. A win moves the champion URI's
+    registry alias to the new version (and the experiment follows it); a loss, a guardrail
+    breach or no answer within the rule's ``max_duration_s`` leaves the champion in place.
+    """
+
+    policy: PolicyConfig | None = None
+    share: float = Field(0.5, gt=0.0, lt=1.0)
+    ramp: ChallengerRamp | None = None
+    stopping: StoppingConfig | None = None
+    follow_timeout_s: float = Field(
+        300.0, gt=0.0, description="after a win: wait this long for serving to follow the alias"
+    )
+
+
+class RetrainConfig(StrictModel):
+    """Retrain on logged feedback, and test what it produces (the closed loop).
+
+    When one of ``on`` fires (the experiment's data drift alert, its concept drift alert, or
+    every ``schedule_s``) and the decision log holds ``min_rows`` labelled rows, and no
+    retraining or challenger is running, and ``cooldown_s`` passed since the last start,
+    ``entrypoint`` (``package.module:function``) runs as a Ray task (``ray_actor_options``
+    sizes it; ``timeout_s`` ends it) with the newest ``max_rows`` labelled rows and the
+    champion's model URI (:class:`~serve_app.models.retraining.RetrainRequest`), and returns
+    a newly registered MLflow model version, which is then tested as a challenger
+    (:class:`ChallengerConfig`). ``params`` reach the function as they are. The experiment's
+    default arm must follow a registry alias (``models:/<name>@<alias>``): a win moves it.
+    """
+
+    entrypoint: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    on: list[RetrainTrigger] = Field(["data_drift", "concept_drift"], min_length=1)
+    schedule_s: float | None = Field(None, gt=0.0)
+    min_rows: int = Field(200, ge=1)
+    max_rows: int = Field(10_000, ge=1)
+    cooldown_s: float = Field(3600.0, ge=0.0)
+    timeout_s: float = Field(1800.0, gt=0.0)
+    check_interval_s: float = Field(5.0, gt=0.0, description="how often the triggers are read")
+    params: dict[str, Any] = {}
+    ray_actor_options: ActorOptions = ActorOptions(num_cpus=1.0)
+    challenger: ChallengerConfig = ChallengerConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RetrainConfig:
+        if ("schedule" in self.on) != (self.schedule_s is not None):
+            raise ValueError("retrain: 'schedule' in 'on' and schedule_s go together")
+        if self.max_rows < self.min_rows:
+            raise ValueError(f"retrain: max_rows ({self.max_rows}) < min_rows ({self.min_rows})")
+        return self
+
+
 class ExperimentConfig(StrictModel):
     """Two or more arms, a policy and a reward model."""
 
@@ -350,7 +447,9 @@ class ExperimentConfig(StrictModel):
     description: str = ""
     reward: Literal["binary", "continuous"] = "binary"
     policy: PolicyConfig = PolicyConfig(name="thompson")
-    arms: list[ArmConfig] = Field(min_length=2)
+    arms: list[ArmConfig] = Field(
+        min_length=1, description="two or more; one only with retrain (a monitored endpoint)"
+    )
     default_arm: str | None = Field(None, description="answers when an arm fails; first arm")
     feedback_window_s: float = Field(7 * 24 * 3600.0, gt=0.0)
     n_features: int | None = Field(None, ge=1, description="inferred from the model signature")
@@ -373,6 +472,12 @@ class ExperimentConfig(StrictModel):
         [],
         description="feedback metrics this experiment accepts besides its guardrail metrics; "
         "any other name is refused (422)",
+    )
+    concept_drift: ConceptDriftConfig | None = Field(None, description="watch reward drops")
+    decision_log: DecisionLogConfig | None = Field(None, description="record decisions")
+    retrain: RetrainConfig | None = Field(None, description="the closed loop")
+    parent: str | None = Field(
+        None, pattern=NAME_PATTERN, description="set by the app on a retraining challenger"
     )
     feature_dtype: Literal[FEATURE_DTYPES] | None = Field(  # type: ignore[valid-type]
         None,
@@ -407,6 +512,11 @@ class ExperimentConfig(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
         names = [arm.name for arm in self.arms]
+        if len(names) < 2 and self.retrain is None:
+            raise ValueError(
+                "arms: an experiment needs two or more arms (one only with 'retrain': a "
+                "monitored endpoint whose retrained versions are tested as challengers)"
+            )
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"arm names must be unique; repeated: {', '.join(duplicates)}")
@@ -426,11 +536,26 @@ class ExperimentConfig(StrictModel):
         self._check_weights(names)
         self._check_lifecycle(names)
         self._check_metrics()
+        if self.retrain is not None:
+            self._check_retrain()
         try:
             self.build_policy(revision=1)
         except PolicyConfigError as error:
             raise ValueError(f"policy.params: {error}") from None
         return self
+
+    def _check_retrain(self) -> None:
+        if self.decision_log is None:
+            raise ValueError("retrain needs decision_log: the retraining rows come from it")
+        if self.parent is not None:
+            raise ValueError("a retraining challenger does not retrain itself")
+        champion = self.model(self.default)
+        if parse_model_uri(champion.model_uri).alias is None:
+            raise ValueError(
+                f"retrain: the default arm {champion.name!r} must follow a registry alias "
+                f"(models:/<name>@<alias>), not {champion.model_uri!r}: a retrained version "
+                "that wins moves the alias, and serving follows it"
+            )
 
     def _check_metrics(self) -> None:
         pattern = re.compile(NAME_PATTERN)

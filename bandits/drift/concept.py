@@ -14,7 +14,9 @@ by ``drop``" against "it is still ``mu0``" and raises an alarm when it crosses `
 
 The statistic only ever looks at the past and restarts at zero whenever the evidence
 favours "no drop", so evaluating it after every observation is what it is made for
-(there is no peeking problem). Lorden's bound gives the expected number of observations
+(there is no peeking problem). At an alarm, the last time the statistic was zero estimates
+when the drop began (``change_at``, the maximum-likelihood change point of Page's
+procedure). Lorden's bound gives the expected number of observations
 between false alarms as at least ``e^h`` when the reference is exact, so ``h = log(arl)``
 sets the false alarm rate. An estimated reference is lowered by its standard error before
 it is used (an estimate that came out high would read as a drop);
@@ -33,8 +35,8 @@ Example:
     >>> detector.alarm
     False
     >>> detector.update(rng.random(400) < 0.6)  # the rate drops to 0.6
-    >>> detector.alarm, detector.alarm_at - 600 < 100
-    (True, True)
+    >>> detector.alarm, detector.alarm_at - 600 < 100, abs(detector.change_at - 600) < 30
+    (True, True, True)
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ class CusumDetector:
         self.statistic = 0.0
         self.peak = 0.0
         self.alarm_at: int | None = None
+        self.change_at: int | None = None  # the change-point estimate of the alarm
+        self._calm_at = 0  # rewards seen when the statistic was last zero
         self.recent_sum = 0.0
         self.recent_n = 0
 
@@ -174,10 +178,13 @@ class CusumDetector:
         statistic, threshold = self.statistic, self.params.threshold
         for i, step in enumerate(increments):
             statistic = max(0.0, statistic + float(step))
+            if statistic == 0.0:
+                self._calm_at = self.n + i + 1
             if statistic > self.peak:
                 self.peak = statistic
             if self.alarm_at is None and statistic >= threshold:
                 self.alarm_at = self.n + i + 1
+                self.change_at = self._calm_at
         self.statistic = statistic
         self.n += int(values.size)
 
@@ -189,6 +196,7 @@ class CusumDetector:
         return {
             "alarm": self.alarm,
             "alarm_at": self.alarm_at,
+            "change_at": self.change_at,
             "rewards": self.n,
             "ready": self.ready,
             "reference_mean": self.reference_mean,

@@ -373,6 +373,41 @@ def report(
         info.print(f"wrote {path}", highlight=False, markup=False)
 
 
+@app.command()
+def decisions(
+    experiment: Annotated[str, typer.Argument(help="The experiment whose log to export.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output file: .parquet or .csv.", dir_okay=False)
+    ],
+    url: Annotated[
+        str, typer.Option(help="Base URL of the running app.", callback=_url_option)
+    ] = DEFAULT_URL,
+    labelled: Annotated[
+        bool, typer.Option(help="Only decisions whose feedback carried a label.")
+    ] = False,
+    challengers: Annotated[
+        bool, typer.Option(help="Add the rows of its retraining challengers.")
+    ] = False,
+    control_token: Annotated[str | None, CONTROL_OPTION] = None,
+) -> None:
+    """Export an experiment's decision log (decisions with their feedback) as Parquet or CSV."""
+    from serve_app.cli.export import file_format, write_decisions
+
+    try:
+        file_format(out)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    try:
+        with Client(url, control_token=control_token) as client:
+            rows = list(client.decisions(experiment, labelled=labelled, challengers=challengers))
+    except BanditServeError as exc:
+        console.print(f"[red]error:[/red] {_reason(url, exc)}")
+        raise typer.Exit(1) from None
+    written = write_decisions(rows, out)
+    console.print(f"wrote {written} decisions to {out}", highlight=False, markup=False)
+
+
 def main() -> None:
     """Entry point of the ``bandit-serve`` console script."""
     app()

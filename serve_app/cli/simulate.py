@@ -169,7 +169,8 @@ async def run_simulation(
     Row ``i`` of the digits hold-out set (``digits_split()`` test part, cycling) goes to
     ``POST {url}/predict`` as unit ``u<i>``. The reward posted to ``/feedback`` is 1.0
     if the prediction equals the true label, else 0.0; for arms in ``reward_rates`` it
-    is instead a Bernoulli(rate) draw. Draws are pre-sampled per request index from
+    is instead a Bernoulli(rate) draw; the feedback carries the true label too (what an
+    experiment's decision log keeps for retraining). Draws are pre-sampled per request index from
     ``seed``, so a run is reproducible for a given routing regardless of concurrency.
 
     Gradual drift (``drift_after``): from request ``drift_after`` on, every feature of the
@@ -234,11 +235,13 @@ async def run_simulation(
     )
     task_id = progress.add_task("requests", total=requests, errors=0)
 
-    async def send_feedback(client: AsyncClient, decision_id: str, arm: str, reward: float) -> None:
+    async def send_feedback(
+        client: AsyncClient, decision_id: str, arm: str, reward: float, label: int
+    ) -> None:
         if feedback_delay_ms > 0:
             await asyncio.sleep(feedback_delay_ms / 1000.0)
         try:
-            await client.feedback(decision_id, reward)
+            await client.feedback(decision_id, reward, label=label)
         except (BanditServeError, ValueError, TypeError) as exc:
             result.record_error(str(exc), feedback=True)
             return
@@ -279,17 +282,17 @@ async def run_simulation(
                     stop.set()
                 return
         arm, decision_id, prediction = decision
+        label = int(labels[i % len(labels)])
         if arm in rates:
             reward = 1.0 if draws[i] < rates[arm] else 0.0
         else:
-            label = int(labels[i % len(labels)])
             reward = 1.0 if _same_label(prediction, label) else 0.0
         if feedback_delay_ms > 0:
-            task = asyncio.create_task(send_feedback(client, decision_id, arm, reward))
+            task = asyncio.create_task(send_feedback(client, decision_id, arm, reward, label))
             feedback_tasks.add(task)
             task.add_done_callback(feedback_tasks.discard)
         else:
-            await send_feedback(client, decision_id, arm, reward)
+            await send_feedback(client, decision_id, arm, reward, label)
 
     started = time.perf_counter()
     async with AsyncClient(

@@ -24,6 +24,7 @@ from bandits import ArmStats, Policy
 from bandits.stats import ProbBestResult, prob_best, srm_test
 from serve_app.config import ExperimentConfig
 from serve_app.experiment.analysis import GuardrailCheck, StoppingDecision, metric_stats
+from serve_app.experiment.concept import ConceptDrift
 from serve_app.experiment.drift import ExperimentDrift
 from serve_app.experiment.records import (
     ArmCounts,
@@ -46,6 +47,7 @@ class ExperimentSnapshot:
     excluded: frozenset[str]
     stats: Mapping[str, ArmStats]
     config: ExperimentConfig | None = None  # sent only when the router's revision is old
+    delegate: str | None = None  # the retraining challenger that takes this traffic now
 
 
 def verdict(stats: Mapping[str, ArmStats], reward: str) -> ProbBestResult | None:
@@ -89,6 +91,8 @@ class LiveExperiment:
     stopping: StoppingDecision | None = None
     guardrail_checks: list[GuardrailCheck] = field(default_factory=list)
     drift: ExperimentDrift | None = None
+    concept: ConceptDrift | None = None
+    delegate: str | None = None  # a running retraining challenger takes this traffic
     _verdict_key: tuple[Any, ...] | None = None
     _verdict: ProbBestResult | None = None
 
@@ -182,6 +186,7 @@ class LiveExperiment:
             recommendation=copy.deepcopy(self.recommendation),
             guardrail_checks=list(self.guardrail_checks),
             drift=None,
+            concept=None,
         )
 
     # ---------------------------------------------------------------- reads
@@ -194,6 +199,7 @@ class LiveExperiment:
             excluded=frozenset(self.excluded),
             stats=dict(self.policy.stats),
             config=self.config if with_config else None,
+            delegate=self.delegate,
         )
 
     def verdict(self) -> ProbBestResult | None:
@@ -252,6 +258,29 @@ class LiveExperiment:
         if sum(observed) == 0 or sum(expected) <= 0:
             return None
         return float(srm_test(observed, expected).p_value)
+
+    def drift_view(self) -> dict[str, Any] | None:
+        """Everything about drift (``GET /drift``, the report): per-feature and per-arm data
+        drift when tracked, ``concept`` per arm when watched, one ``alert`` for either
+        (None: neither is)."""
+        if self.drift is None and self.concept is None:
+            return None
+        view: dict[str, Any] = self.drift.full() if self.drift else {"alert": False}
+        if self.concept is not None:
+            view["concept"] = self.concept.to_dict()
+            view["alert"] = bool(view["alert"] or self.concept.alert)
+        return view
+
+    def drift_summary(self) -> dict[str, Any] | None:
+        """Data drift (when tracked) and concept drift (when watched), for the summary."""
+        if self.drift is None and self.concept is None:
+            return None
+        summary: dict[str, Any] = self.drift.summary() if self.drift else {"alert": False}
+        if self.concept is not None:
+            summary["concept_alert"] = self.concept.alert
+            summary["concept_drifted_arms"] = self.concept.drifted_arms()
+            summary["alert"] = bool(summary["alert"] or self.concept.alert)
+        return summary
 
     def p95_latency_ms(self, arm: str) -> float | None:
         histogram = self.latency.get(arm)
@@ -321,7 +350,9 @@ class LiveExperiment:
             "stopping": self.stopping.to_dict() if self.stopping else None,
             "recommendation": self.recommendation,
             "mlflow_run_id": self.mlflow_run_id,
-            "drift": self.drift.summary() if self.drift else None,
+            "drift": self.drift_summary(),
+            "delegate": self.delegate,
+            "parent": self.config.parent,
             "arms": arms,
             "shadows": shadows,
         }

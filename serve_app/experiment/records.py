@@ -5,7 +5,8 @@ from these types, validated once where the values enter (the router, from an HTT
 and never rebuilt on the other side (Ray pickles them as they are):
 
 - a :class:`SyncBatch` every ~100 ms: routing counts per ``(experiment, revision, arm)``,
-  latency histograms, mirrored-traffic counts and drift samples, numbered per router
+  latency histograms, mirrored-traffic counts, drift samples and, for experiments with a
+  decision log, the :class:`LoggedDecision` of each request, numbered per router
   (``router_id``, ``seq``) so that a retried batch is recognised and applied once;
 - a list of :class:`FeedbackRecord` (a group commit), each carrying the ``commit_id`` of
   the request that sent it, so a retry of the same request is told from a client's replay.
@@ -235,9 +236,11 @@ class FeedbackRecord:
     learned: bool = True
     metrics: tuple[tuple[str, float], ...] = ()
     commit_id: str = ""
+    label: Label | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reward", bounded("reward", self.reward))
+        object.__setattr__(self, "label", checked_label(self.label))
         propensity = float(self.propensity)
         if not 0.0 < propensity <= 1.0:
             raise InvalidRecord("propensity", f"must be in (0, 1], got {propensity}")
@@ -253,6 +256,43 @@ class FeedbackRecord:
     def same_outcome(self, reward: float, metrics: Mapping[str, float]) -> bool:
         """Does a stored feedback for this decision say exactly what this one says?"""
         return reward == self.reward and dict(self.metrics) == dict(metrics)
+
+
+Label = bool | int | float | str
+MAX_LABEL_CHARS = 256
+
+
+def checked_label(label: Any) -> Label | None:
+    """A feedback label: a JSON scalar (the true class or value of the decision's input)."""
+    if label is None or isinstance(label, bool):
+        return label
+    if isinstance(label, int | float):
+        return bounded("label", label) if isinstance(label, float) else int(label)
+    if isinstance(label, str):
+        if len(label) > MAX_LABEL_CHARS:
+            raise InvalidRecord("label", f"at most {MAX_LABEL_CHARS} characters")
+        return label
+    raise InvalidRecord("label", f"must be a number, a string or a boolean, got {label!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedDecision:
+    """One decision of an experiment with a decision log: what was asked and answered.
+
+    ``features`` are the request's rows (at most the log's ``max_rows_per_request``),
+    ``predictions`` the answer for them; the feedback (reward, label, metrics) joins the
+    same record in the store under ``decision_key``.
+    """
+
+    decision_key: str
+    experiment: str
+    revision: int
+    arm: str
+    propensity: float
+    issued_at: float
+    features: tuple[tuple[float, ...], ...]
+    predictions: tuple[Any, ...]
+    context: tuple[float, ...] | None = None
 
 
 class FeedbackOutcome(StrEnum):
@@ -273,9 +313,10 @@ class SyncBatch:
     latency: Mapping[tuple[str, str], LatencyHistogram] = field(default_factory=dict)
     shadows: Mapping[tuple[str, str], ShadowCounts] = field(default_factory=dict)
     samples: Mapping[str, Mapping[str, SampledBatch]] = field(default_factory=dict)
+    decisions: tuple[LoggedDecision, ...] = ()
 
     def is_empty(self) -> bool:
-        return not (self.arms or self.latency or self.shadows or self.samples)
+        return not (self.arms or self.latency or self.shadows or self.samples or self.decisions)
 
 
 @dataclass(frozen=True)

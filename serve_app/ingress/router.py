@@ -43,6 +43,7 @@ from serve_app.experiment.records import (
     FeedbackOutcome,
     FeedbackRecord,
     InvalidRecord,
+    LoggedDecision,
 )
 from serve_app.ingress.auth import Authenticator
 from serve_app.ingress.backends import DeploymentBackend, PoolBackend
@@ -50,6 +51,7 @@ from serve_app.ingress.dispatch import Dispatcher
 from serve_app.ingress.features import check_features
 from serve_app.ingress.http import ERRORS, GuardSettings, app, configure, json_body, parse_body
 from serve_app.ingress.http import LOCAL_HOSTS as DEFAULT_HOSTS
+from serve_app.ingress.logbook import DecisionLogEndpoints
 from serve_app.ingress.oip import OpenInferenceEndpoints, allow_binary_body
 from serve_app.ingress.oip_grpc import OpenInferenceGrpc
 from serve_app.ingress.placement import Placements
@@ -126,11 +128,12 @@ class RouterMetrics:
 
 @serve.deployment
 @serve.ingress(app)
-class Router(OpenInferenceEndpoints, OpenInferenceGrpc, UiEndpoints):
+class Router(OpenInferenceEndpoints, OpenInferenceGrpc, UiEndpoints, DecisionLogEndpoints):
     """The HTTP ingress of one bandit-serve application.
 
-    The mixins add the Open Inference Protocol (:mod:`serve_app.ingress.oip`) and the live
-    page (:mod:`serve_app.ui.endpoints`); they use this class's ``auth``, ``limits``,
+    The mixins add the Open Inference Protocol (:mod:`serve_app.ingress.oip`), the live
+    page (:mod:`serve_app.ui.endpoints`) and the decision log and retraining runs
+    (:mod:`serve_app.ingress.logbook`); they use this class's ``auth``, ``limits``,
     ``experiments``, ``_experiment(name)``, ``serve_rows(...)`` and ``link.state``."""
 
     async def __init__(
@@ -235,12 +238,16 @@ class Router(OpenInferenceEndpoints, OpenInferenceGrpc, UiEndpoints):
         await self.link.close()
 
     def _experiment(self, name: str | None, field: str = "experiment") -> RoutedExperiment:
+        """The experiment that serves requests for ``name``: the experiment itself, or the
+        retraining challenger it delegates to (running, or concluded and serving its winner
+        until the experiment follows the winner's version)."""
         routed = self.experiments.get(name or self._default_experiment)
         if routed is None:
             raise NotFound(
                 f"unknown experiment {name!r}; known: {', '.join(self.experiments)}", field=field
             )
-        return routed
+        child = self.experiments.get(routed.delegate) if routed.delegate else None
+        return routed if child is None else child
 
     # ---------------------------------------------------------------- predictions
 
@@ -292,6 +299,20 @@ class Router(OpenInferenceEndpoints, OpenInferenceGrpc, UiEndpoints):
         token = DecisionToken.issue(
             routed.name, routed.revision, answer.arm, route.propensity, learned=answer.learned
         )
+        log = routed.config.decision_log
+        if log is not None:
+            self.link.outbox.log_decision(
+                LoggedDecision(
+                    decision_key=token.nonce,
+                    experiment=routed.name,
+                    revision=routed.revision,
+                    arm=answer.arm,
+                    propensity=token.propensity,
+                    issued_at=token.issued_at,
+                    features=tuple(map(tuple, features[: log.max_rows_per_request].tolist())),
+                    predictions=tuple(answer.predictions[: log.max_rows_per_request]),
+                )
+            )
         return Served(
             predictions=answer.predictions,
             arm=answer.arm,
@@ -404,6 +425,7 @@ class Router(OpenInferenceEndpoints, OpenInferenceGrpc, UiEndpoints):
                 learned=learned,
                 metrics=tuple(metrics.items()),
                 commit_id=uuid.uuid4().hex[:16],
+                label=body.label,
             )
         except InvalidRecord as error:
             raise InvalidRequest(str(error), field=error.field) from None

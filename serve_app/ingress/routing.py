@@ -55,6 +55,7 @@ class RoutedExperiment:
     status: str = "running"
     route_to: str | None = None
     excluded: frozenset[str] = frozenset()  # rolled back by a guardrail: weight 0
+    delegate: str | None = None  # a retraining challenger serves this traffic while it runs
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
     @classmethod
@@ -95,6 +96,7 @@ class RoutedExperiment:
         self.status = snapshot.status
         self.route_to = snapshot.route_to
         self.excluded = snapshot.excluded
+        self.delegate = snapshot.delegate
         self.policy.set_stats(snapshot.stats)
 
     def route(self, unit_id: str | None, forced_arm: str | None) -> Route:

@@ -70,6 +70,12 @@ class FeedbackRequest(StrictBody):
         "'metrics' and guardrail metrics, e.g. refund, latency_ms)",
         examples=[{"refund": 0.0}],
     )
+    label: int | float | str | bool | None = Field(
+        None,
+        description="the true label of the decision's input, when known (accuracy, label "
+        "drift, and the rows retraining learns from)",
+        examples=[7],
+    )
 
 
 class FeedbackResponse(BaseModel):
@@ -150,6 +156,10 @@ class ExperimentSummary(BaseModel):
         description="drift tracking: alert, max_psi, drifted_features, drifted_arms, rows, "
         "reference (model or warmup); details at GET /experiments/{name}/drift",
     )
+    delegate: str | None = Field(
+        None, description="the retraining challenger that serves this experiment's traffic now"
+    )
+    parent: str | None = Field(None, description="the experiment whose retraining made this one")
     arms: list[ArmSummary]
     shadows: list[ShadowSummary]
 

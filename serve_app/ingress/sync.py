@@ -31,7 +31,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ from serve_app.experiment.records import (
     FeedbackOutcome,
     FeedbackRecord,
     LatencyHistogram,
+    LoggedDecision,
     ShadowCounts,
     SyncBatch,
 )
@@ -54,6 +55,9 @@ logger = logging.getLogger("ray.serve")
 
 FEEDBACK_BATCH = 1000
 """Most feedback records in one commit call."""
+MAX_LOGGED_DECISIONS = 20_000
+"""Most logged decisions an outbox holds while the state is away (older ones are dropped and
+counted: the log is a record for retraining, not an acknowledged promise)."""
 
 
 async def resolve(response: Any) -> Any:
@@ -69,6 +73,8 @@ class Outbox:
         self._latency: dict[tuple[str, str], list[float]] = {}
         self._shadows: dict[tuple[str, str], defaultdict[str, float]] = {}
         self._samplers: dict[str, RowSampler] = {}
+        self._decisions: dict[str, LoggedDecision] = {}  # by decision key, oldest first
+        self.dropped_decisions = 0
         self.events = 0
 
     def count(self, experiment: str, revision: int, arm: str, what: str, amount: int = 1) -> None:
@@ -120,12 +126,23 @@ class Outbox:
             sampler = self._samplers[experiment] = RowSampler(len(features[0]), capacity)
         sampler.offer(arm, features, predictions)
 
+    def log_decision(self, decision: LoggedDecision) -> None:
+        """Keep a decision for the experiment's decision log (sent with the next batch)."""
+        self._decisions[decision.decision_key] = decision
+        if len(self._decisions) > MAX_LOGGED_DECISIONS:
+            del self._decisions[next(iter(self._decisions))]
+            self.dropped_decisions += 1
+
+    def holds_decision(self, keys: Iterable[str]) -> bool:
+        """Is one of these decisions still waiting here for the next batch?"""
+        return any(key in self._decisions for key in keys)
+
     def take(self, router_id: str, seq: int) -> SyncBatch | None:
         """Everything counted so far as batch ``seq`` (None when there is nothing); the
         outbox starts empty again."""
         samples = {name: sampler.drain() for name, sampler in self._samplers.items()}
         samples = {name: batches for name, batches in samples.items() if batches}
-        if not (self._arms or self._latency or self._shadows or samples):
+        if not (self._arms or self._latency or self._shadows or samples or self._decisions):
             return None
         arms = {
             key: ArmCounts(
@@ -143,8 +160,9 @@ class Outbox:
             )
             for key, v in self._shadows.items()
         }
+        decisions, self._decisions = tuple(self._decisions.values()), {}
         self._arms, self._latency, self._shadows, self.events = {}, {}, {}, 0
-        return SyncBatch(router_id, seq, arms, latency, shadows, samples)
+        return SyncBatch(router_id, seq, arms, latency, shadows, samples, decisions)
 
 
 class StateLink:
@@ -253,6 +271,7 @@ class StateLink:
         while self._queue:
             batch, self._queue = self._queue[:FEEDBACK_BATCH], self._queue[FEEDBACK_BATCH:]
             records = [record for record, _ in batch]
+            await self._sync_decisions_of(records)
             try:
                 outcomes = await self._commit_until_answered(records)
             except Exception as error:
@@ -265,6 +284,17 @@ class StateLink:
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)
+
+    async def _sync_decisions_of(self, records: list[FeedbackRecord]) -> None:
+        """Feedback that arrives before its decision went out with a sync: send the sync
+        first, so a logged decision is stored before its feedback is acknowledged (a failed
+        sync is retried by the loop; the feedback's own row is stored either way)."""
+        keys = {record.decision_key for record in records}
+        pending = self._pending is not None and any(
+            decision.decision_key in keys for decision in self._pending.decisions
+        )
+        if pending or self.outbox.holds_decision(keys):
+            await self.sync_once()
 
     async def _commit_until_answered(self, records: list[FeedbackRecord]) -> list[FeedbackOutcome]:
         """Commit, retrying a call whose answer was lost until the commit timeout (safe:

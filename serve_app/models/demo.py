@@ -29,10 +29,12 @@ from mlflow.tracking import MlflowClient
 from serve_app.models.registry import latest_version, mlflow_uris, no_progress_bars
 
 __all__ = [
+    "CHAMPION_ALIAS",
     "DIGITS_MODELS",
     "EXPERIMENT_NAME",
     "TorchDigitsClassifier",
     "digits_split",
+    "retrain_digits",
     "train_demo_models",
 ]
 
@@ -46,6 +48,10 @@ DIGITS_MODELS: dict[str, str] = {
 """Arm name -> registered MLflow model name."""
 
 EXPERIMENT_NAME = "bandit-serve-demo"
+
+CHAMPION_ALIAS = "champion"
+"""The alias the demo's closed-loop experiment follows; first run points it at version 1 of
+each demo model (a retrained version that wins moves it)."""
 
 _N_FEATURES = 64
 _N_CLASSES = 10
@@ -208,14 +214,24 @@ def _quiet_loggers(quiet: bool) -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def _experiment_id(client: MlflowClient, artifact_dir: Path) -> str:
-    """Get or create the demo experiment with artifacts under ``artifact_dir``."""
+def _experiment_id(client: MlflowClient, artifact_dir: Path | None) -> str:
+    """Get or create the demo experiment with artifacts under ``artifact_dir`` (None: the
+    tracking server's default location)."""
     experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         return str(experiment.experiment_id)
-    return str(client.create_experiment(EXPERIMENT_NAME, artifact_location=artifact_dir.as_uri()))
+    location = artifact_dir.as_uri() if artifact_dir is not None else None
+    return str(client.create_experiment(EXPERIMENT_NAME, artifact_location=location))
+
+
+def _ensure_champion(client: MlflowClient, name: str) -> None:
+    """Point ``name@champion`` at version 1 unless the alias exists already."""
+    try:
+        client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except Exception:
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, "1")
 
 
 # --------------------------------------------------------------------------- training
@@ -262,6 +278,8 @@ def train_demo_models(
             else:
                 uris[arm] = f"models:/{name}/{version}"
         if not missing:
+            for name in DIGITS_MODELS.values():
+                _ensure_champion(client, name)
             return uris
 
         experiment_id = _experiment_id(client, artifact_path)
@@ -277,6 +295,8 @@ def train_demo_models(
                 time.perf_counter() - started,
                 uris[arm],
             )
+        for name in DIGITS_MODELS.values():
+            _ensure_champion(client, name)
         return {arm: uris[arm] for arm in DIGITS_MODELS}
 
 
@@ -289,6 +309,7 @@ def _train_sklearn(
     experiment_id: str,
     name: str,
     trusted_types: list[str] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> tuple[str, float]:
     """Fit a scikit-learn estimator, log it (skops format) with its accuracy, register it."""
     import mlflow.sklearn
@@ -300,7 +321,7 @@ def _train_sklearn(
     estimator.fit(x_train, y_train)
     predictions = np.asarray(estimator.predict(x_test), dtype=np.int64)
     accuracy = float(np.mean(predictions == y_test))
-    with mlflow.start_run(experiment_id=experiment_id, run_name=name):
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags):
         mlflow.log_params({"estimator": type(estimator).__name__, **_short_params(estimator)})
         mlflow.log_metric("accuracy", accuracy)
         log_profile(build_profile(x_train, estimator.predict(x_train)))
@@ -376,3 +397,58 @@ def _train_torch(data: _Split, seed: int, experiment_id: str, name: str) -> tupl
 
 
 _TRAINERS = {"logreg": _train_logreg, "forest": _train_forest, "mlp": _train_torch}
+
+
+# --------------------------------------------------------------------------- the closed loop
+
+
+def retrain_digits(request: Any) -> str:
+    """The demo's retraining function (``retrain.entrypoint:
+    serve_app.models.demo:retrain_digits``): a logistic regression fitted on the logged,
+    labelled rows, evaluated on a stratified fifth of them held out, logged with a drift
+    profile of its training rows and registered as a new version of the champion's model.
+
+    ``request`` is a :class:`~serve_app.models.retraining.RetrainRequest`. Its ``params``:
+    ``label_noise`` (default 0) replaces that share of the training labels with random
+    classes (seeded by ``seed``, default 0): the demo's way to produce a worse model, which
+    its challenger test then rolls back.
+
+    Returns:
+        ``models:/<champion's name>/<new version>``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    from serve_app.models.retraining import LINEAGE_PREFIX
+    from serve_app.models.uris import registry_version
+
+    target = registry_version(request.champion_uri)
+    if target is None:
+        raise ValueError(f"the champion {request.champion_uri!r} is not a registered version")
+    params = dict(request.params)
+    noise = float(params.get("label_noise", 0.0))
+    rng = np.random.default_rng(int(params.get("seed", 0)))
+    features = np.asarray(request.rows.features, dtype=np.float64)
+    labels = np.asarray([int(label) for label in request.rows.labels], dtype=np.int64)
+    counts = np.bincount(labels)
+    stratify = labels if counts[counts > 0].min() >= 2 else None
+    x_train, x_test, y_train, y_test = train_test_split(
+        features, labels, test_size=0.2, random_state=0, stratify=stratify
+    )
+    if noise > 0:
+        flip = rng.random(len(y_train)) < noise
+        y_train = y_train.copy()
+        y_train[flip] = rng.integers(0, _N_CLASSES, int(flip.sum()))
+    with _quiet_loggers(True):
+        client = MlflowClient(request.tracking_uri, request.tracking_uri)
+        experiment_id = _experiment_id(client, None)
+        tags = {f"{LINEAGE_PREFIX}{k}": str(v) for k, v in request.lineage.items()}
+        version, accuracy = _train_sklearn(
+            LogisticRegression(max_iter=2000),
+            (x_train, x_test, y_train, y_test),
+            experiment_id,
+            target[0],
+            tags={**tags, f"{LINEAGE_PREFIX}label_noise": str(noise)},
+        )
+    logger.info("retrained %s on %d rows: accuracy %.3f", target[0], len(labels), accuracy)
+    return f"models:/{target[0]}/{version}"

@@ -63,9 +63,7 @@ class ModelPool:
             return Resident(self, model_id, model)
 
         # wired up here so the limit comes from the config (Serve detects it on the instance)
-        self.get_model = serve.multiplexed(max_num_models_per_replica=max_models_per_replica)(
-            load
-        )
+        self.get_model = serve.multiplexed(max_num_models_per_replica=max_models_per_replica)(load)
 
     async def predict(self, features: np.ndarray) -> list[Any]:
         """Predictions of the request's model for a 2-D array of rows, one per row."""

@@ -14,7 +14,11 @@ Served as ``GET /experiments/{name}/report``, printed and drawn by ``bandit-serv
   requested number of samples, spread over the whole history);
 - ``audit``: every transition and change, with who and why (only for the control token:
   null otherwise);
-- ``drift``: input and prediction drift when the experiment tracks it (else null);
+- ``drift``: input and prediction drift when the experiment tracks it, concept drift
+  (``drift.concept``: each arm's reward CUSUM and label shift) when it watches it (else null);
+- ``closed_loop``: the experiment's retraining runs (trigger, rows, version, challenger,
+  outcome), the challenger it delegates to now, and its parent when it is a challenger
+  (null for an experiment outside the loop);
 - ``mlflow_run_id``: the run recording the conclusion.
 """
 
@@ -41,9 +45,10 @@ def build_report(
     audit: Sequence[dict[str, Any]] | None,
     periods: Sequence[dict[str, ArmStats]],
     drift: dict[str, Any] | None = None,
+    retraining: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The report of ``live`` with its stored history (timeline, audit log or None when the
-    reader may not see it, per-period stats).
+    reader may not see it, per-period stats, retraining runs).
 
     Comparisons use the arms still in the experiment plus the control; arms rolled back by a
     guardrail keep their numbers in ``arms``.
@@ -116,7 +121,20 @@ def build_report(
         "timeline": [dict(row) for row in timeline],
         "audit": None if audit is None else [_audit_entry(entry) for entry in audit],
         "drift": drift,
+        "closed_loop": _closed_loop(live, retraining),
         "mlflow_run_id": live.mlflow_run_id,
+    }
+
+
+def _closed_loop(
+    live: LiveExperiment, retraining: Sequence[dict[str, Any]] | None
+) -> dict[str, Any] | None:
+    if retraining is None and live.config.parent is None:
+        return None
+    return {
+        "parent": live.config.parent,
+        "delegate": live.delegate,
+        "retraining": [dict(run) for run in retraining or ()],
     }
 
 

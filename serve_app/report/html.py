@@ -281,6 +281,64 @@ def _html_drift(report: Mapping[str, Any]) -> str:
     )
 
 
+def _html_concept(report: Mapping[str, Any]) -> str:
+    drift = report.get("drift")
+    concept = drift.get("concept") if isinstance(drift, Mapping) else None
+    if not isinstance(concept, Mapping):
+        return ""
+    alert = concept.get("alert")
+    head = f"<p>{_badge('reward drop' if alert else 'no reward drop', 'bad' if alert else 'good')}"
+    head += "Page's CUSUM per arm against its own reference; alarm at statistic = threshold</p>"
+    rows = []
+    for arm, watch in (concept.get("arms") or {}).items():
+        labels = watch.get("labels") or {}
+        shifted = bool(labels.get("drifted"))
+        rows.append(
+            [
+                _cell(str(arm)),
+                _cell(watch.get("rewards")),
+                _cell(fmt_num(watch.get("reference_mean"), 3)),
+                _cell(fmt_num(watch.get("live_mean"), 3)),
+                _cell(fmt_num(watch.get("statistic"), 2)),
+                _cell(fmt_num(watch.get("threshold"), 2)),
+                _cell(watch.get("alarm"), "bad" if watch.get("alarm") else None),
+                _cell(fmt_when(watch.get("changed_at"))),
+                _cell(shifted if labels else MISSING, "bad" if shifted else None),
+            ]
+        )
+    headers = ["arm", "rewards", "reference", "live", "CUSUM", "threshold", "alarm"]
+    table = _html_table([*headers, "drop began", "labels shifted"], rows, "no arms")
+    return f"<h2>Concept drift</h2>{head}{table}"
+
+
+def _html_closed_loop(report: Mapping[str, Any]) -> str:
+    loop = report.get("closed_loop")
+    if not isinstance(loop, Mapping):
+        return ""
+    lines = []
+    if loop.get("parent"):
+        lines.append(f"<p>challenger of {_e(loop['parent'])}: a retrained version on trial</p>")
+    if loop.get("delegate"):
+        lines.append(f"<p>traffic served by the challenger {_e(loop['delegate'])}</p>")
+    rows = [
+        [
+            _cell(run.get("id")),
+            _cell(fmt_when(run.get("started_at"))),
+            _cell(str(run.get("trigger"))),
+            _cell(run.get("rows")),
+            _cell(str(run.get("status"))),
+            _cell(str(run.get("model_uri") or MISSING)),
+            _cell(str(run.get("challenger") or MISSING)),
+            _cell(str(run.get("outcome") or MISSING)),
+            _cell(str(run.get("error") or ""), "text"),
+        ]
+        for run in loop.get("retraining") or []
+    ]
+    headers = ["run", "started", "trigger", "rows", "status", "version", "challenger"]
+    table = _html_table([*headers, "outcome", "error"], rows, "no retraining yet")
+    return "<h2>Retraining</h2>" + "".join(lines) + table
+
+
 def _html_audit(report: Mapping[str, Any]) -> str:
     rows = [
         [
@@ -332,9 +390,9 @@ def render_html(report: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
 
     Sections: header (status, outcome, winner, policy, timing, MLflow run id), arms,
     charts (each PNG of ``plots`` embedded as a base64 ``data:`` URI), traffic share by
-    decisions (when the timeline has an interval), comparisons,
-    stopping rules, guardrails, SRM, ramp, drift and the audit log. CSS is inline, there
-    are no scripts and no external references; every report string is HTML-escaped.
+    decisions (when the timeline has an interval), comparisons, stopping rules, guardrails,
+    SRM, ramp, drift, concept drift, retraining and the audit log. CSS is inline, there are
+    no scripts and no external references; every report string is HTML-escaped.
 
     Args:
         report: The report dict.
@@ -354,6 +412,8 @@ def render_html(report: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
         _html_guardrails(report),
         _html_srm_ramp(report),
         _html_drift(report),
+        _html_concept(report),
+        _html_closed_loop(report),
         _html_audit(report),
     ]
     body = "\n".join(sections)

@@ -28,6 +28,7 @@ from serve_app.report.format import (
     arms_of,
     finite_or_none,
     fmt_duration,
+    fmt_num,
     psi_of,
     psi_threshold,
     top_features,
@@ -38,6 +39,7 @@ PLOT_FILES: dict[str, str] = {
     "posteriors": "posteriors.png",
     "cumulative_reward": "cumulative_reward.png",
     "drift": "drift.png",
+    "concept": "concept_drift.png",
 }
 """Plot key -> file name written by :func:`render_plots`."""
 
@@ -420,6 +422,26 @@ def _plot_drift(drift: Mapping[str, Any]) -> Figure:
     return figure
 
 
+def _plot_concept(concept: Mapping[str, Any]) -> Figure:
+    """Per arm: its CUSUM statistic as a share of the alarm threshold (an arm at 1 or past
+    it alarmed, in red), with the reference and live mean rewards in the labels."""
+    arms = list((concept.get("arms") or {}).items())
+    if not arms:
+        return _placeholder("Concept drift (CUSUM)", "no arms watched")
+    figure, axes = _new_figure()
+    shares = [(w.get("statistic") or 0.0) / (w.get("threshold") or 1.0) for _, w in arms]
+    names = [
+        f"{arm} ({fmt_num(w.get('reference_mean'), 3)} -> {fmt_num(w.get('live_mean'), 3)})"
+        for arm, w in arms
+    ]
+    axes.barh(names, shares, color=["C3" if w.get("alarm") else "C0" for _, w in arms])
+    axes.axvline(1.0, color="0.2", linestyle="--", label="alarm threshold")
+    axes.set_xlabel("CUSUM statistic / threshold (reference -> live mean reward)")
+    axes.set_title("Concept drift: reward drop per arm")
+    axes.legend(loc="lower right", fontsize="small")
+    return figure
+
+
 def render_plots(report: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
     """Draw the report's charts as PNG files in ``out_dir`` (created if needed).
 
@@ -433,11 +455,13 @@ def render_plots(report: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
     - ``cumulative_reward.png``: cumulative reward and cumulative mean reward per arm,
       against cumulative decisions;
     - ``drift.png``: PSI per feature (top 20) with the threshold line, only when
-      ``report["drift"]`` lists features.
+      ``report["drift"]`` lists features;
+    - ``concept_drift.png``: each arm's CUSUM against its alarm threshold, only when the
+      experiment watches concept drift.
 
     The three core files are always written: with fewer than two snapshots (traffic share),
     no snapshot (cumulative reward) or no posterior, the chart is a placeholder that says
-    "no data yet" / "no posterior yet". Only ``drift.png`` is ever skipped.
+    "no data yet" / "no posterior yet". Only the two drift charts are ever skipped.
 
     Args:
         report: The report dict of ``GET /experiments/{name}/report``.
@@ -456,4 +480,6 @@ def render_plots(report: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
     drift = report.get("drift")
     if isinstance(drift, Mapping) and drift.get("features"):
         figures["drift"] = _plot_drift(drift)
+    if isinstance(drift, Mapping) and isinstance(drift.get("concept"), Mapping):
+        figures["concept"] = _plot_concept(drift["concept"])
     return {key: _save(figure, out_dir / PLOT_FILES[key]) for key, figure in figures.items()}

@@ -42,7 +42,8 @@ class ControlPlane:
         experiments: The state's live experiments, by name (created ones are added here).
         lock: The state's write lock: every store write and the memory change after it.
         on_concluded: Called with an experiment's name when it concludes.
-        on_created: Awaited with a new experiment (sets up its drift tracking).
+        on_created: Awaited with a new experiment, and with one whose config changed (sets
+            up its drift tracking).
     """
 
     def __init__(
@@ -127,6 +128,8 @@ class ControlPlane:
             for key, value in values.items():
                 setattr(live, key, value)
         logger.info("experiment %s: %s by %s (%s)", live.name, action, actor, detail)
+        if config is not None:
+            await self.on_created(live)  # a new config: its drift watches may change
         if values.get("status") == "concluded":
             self.on_concluded(live.name)
         return live.summary()
@@ -276,6 +279,17 @@ class ControlPlane:
             )
             live.config = config
 
+    async def delegate(self, live: LiveExperiment, child: str | None, reason: str) -> None:
+        """Hand the experiment's traffic to the retraining challenger ``child`` (routers
+        serve it instead), or take it back (None); audited as ``delegated`` or
+        ``delegation_ended``."""
+        if child is not None and child not in self.experiments:
+            raise ControlError(f"unknown experiment {child!r}", status=404)
+        action = "delegated" if child is not None else "delegation_ended"
+        detail = {"to": child, "from": live.delegate, "reason": reason}
+        logger.info("experiment %s: %s (%s)", live.name, action, detail)
+        await self._set_lifecycle(live, action, detail, "retrain", delegate=child)
+
     # ---------------------------------------------------------------- the lifecycle's actions
 
     async def act(self, live: LiveExperiment, action: Action) -> None:
@@ -304,11 +318,16 @@ class ControlPlane:
             await self.stop(name, ACTOR, action.reason)
 
     async def _set_lifecycle(
-        self, live: LiveExperiment, action: str, detail: Mapping[str, Any], **values: Any
+        self,
+        live: LiveExperiment,
+        action: str,
+        detail: Mapping[str, Any],
+        actor: str = ACTOR,
+        **values: Any,
     ) -> None:
         async with self.lock:
             await asyncio.to_thread(
-                self.store.set_lifecycle, live.name, audit=(action, detail, ACTOR), **values
+                self.store.set_lifecycle, live.name, audit=(action, detail, actor), **values
             )
             for key, value in values.items():
                 setattr(live, key, value)

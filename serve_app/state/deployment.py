@@ -31,16 +31,19 @@ from typing import Any
 from ray import serve
 
 from bandits.drift import ReferenceProfile
-from serve_app.config import AppConfig
+from serve_app.config import AppConfig, ExperimentConfig
+from serve_app.experiment.concept import ConceptDrift
 from serve_app.experiment.drift import ExperimentDrift
 from serve_app.experiment.live import ExperimentSnapshot, LiveExperiment
 from serve_app.experiment.records import FeedbackOutcome, FeedbackRecord, SyncBatch
+from serve_app.ingress.placement import Placements
 from serve_app.state.control import ControlPlane
 from serve_app.state.keys import load_keyring
 from serve_app.state.ledger import Ledger
 from serve_app.state.loops import (
     Aliases,
     Conclusions,
+    DecisionLogKeeper,
     Lifecycle,
     Timeline,
     every,
@@ -50,12 +53,18 @@ from serve_app.state.loops import (
 from serve_app.state.prometheus import experiment_metrics, render
 from serve_app.state.reports import ReportCache
 from serve_app.state.restore import restore_experiments
+from serve_app.state.retrain import Retrainer
 from serve_app.state.store import ExperimentStore
 
 logger = logging.getLogger("ray.serve")
 
 CIRCUITS_FRESH_S = 30.0
 """Router replicas that synced this recently count in ``bandit_arm_circuit_open``."""
+RETRAIN_TICK_S = 1.0
+"""How often the retrainer looks at its experiments (each reads its triggers every
+``retrain.check_interval_s``)."""
+DECISION_LOG_TICK_S = 1.0
+"""How often the decision logs that grew are brought back within their bounds."""
 REPLICA_WARMUP = (30.0, 0.5)
 """For its first 30 s the state polls replicas every 0.5 s: the arms are still starting, and
 an arm first seen without a running replica must not look dead for a whole interval."""
@@ -88,7 +97,11 @@ class StateSnapshot:
 class ExperimentState:
     """Holds merged experiment state, persists it, and hands routers their snapshots."""
 
-    async def __init__(self, config: AppConfig) -> None:
+    async def __init__(
+        self, config: AppConfig, pool: Any = None, dedicated: Mapping[str, Any] | None = None
+    ) -> None:
+        """``pool`` and ``dedicated``: the model deployments' handles, which the retraining
+        challengers' models are loaded into (None: this state cannot create challengers)."""
         self.config = config
         assert config.store_url is not None, "parse_config resolves store_url"
         self.store = ExperimentStore(config.store_url)
@@ -103,10 +116,17 @@ class ExperimentState:
         self.control_plane = ControlPlane(
             self.store, self.experiments, lock, self.conclusions.later, self._track_drift
         )
+        self.placements = Placements(config, pool, dedicated or {}) if pool is not None else None
+        self.retrainer = Retrainer(
+            self.experiments, self.control_plane, self.store, config, self._prepare
+        )
+        self.decision_log = DecisionLogKeeper(self.experiments, self.store, self.ledger)
+        await asyncio.to_thread(self.retrainer.restore)
         self.lifecycle = Lifecycle(self.experiments, self.control_plane, self.store)
         self.aliases = Aliases(self.experiments, self.control_plane, config)
         self.timeline = Timeline(self.experiments, self.store, config)
         self._profiles: dict[str, ReferenceProfile | None] = {}
+        self._served: dict[str, tuple[str, ...]] = {}  # experiment -> its arms' serving URIs
         for live in self.experiments.values():
             await self._track_drift(live)
         self.replicas: dict[str, int] = {}
@@ -118,6 +138,10 @@ class ExperimentState:
             ),
             asyncio.create_task(every(self.timeline.tick_s, self.timeline.step, "timeline")),
             asyncio.create_task(every(3600.0, lambda: prune_sync_log(self.store), "sync log")),
+            asyncio.create_task(every(RETRAIN_TICK_S, self.retrainer.step, "retraining")),
+            asyncio.create_task(
+                every(DECISION_LOG_TICK_S, self.decision_log.step, "decision log bounds")
+            ),
             asyncio.create_task(
                 every(
                     config.models.alias_poll_interval_s,
@@ -143,29 +167,54 @@ class ExperimentState:
             if live.status == "concluded" and live.mlflow_run_id is None:
                 self.conclusions.later(name)
 
+    async def _prepare(self, spec: dict[str, Any]) -> ExperimentConfig:
+        """Load a challenger's models where they serve and pin their versions, as the router
+        does for an experiment created over HTTP."""
+        if self.placements is None:
+            raise RuntimeError("this state has no model deployments to load models into")
+        return await self.placements.prepare(spec)
+
     def _live(self, name: str) -> LiveExperiment:
         return self.control_plane.live(name)
 
     async def _track_drift(self, live: LiveExperiment) -> None:
-        """Set up (or drop) drift tracking as the experiment's config says."""
-        settings = live.config.drift
+        """Set up (or drop) data and concept drift tracking as the experiment's config says;
+        both start over when an arm serves another version (a new model, a new reference)."""
+        settings, concept = live.config.drift, live.config.concept_drift
+        served = tuple(arm.serving_uri for arm in live.config.arms)
         if settings is None:
             live.drift = None
+        if concept is None:
+            live.concept = None
+        if settings is None and concept is None:
             return
-        if live.drift is not None and live.drift.config == settings:
-            return
+        fresh = self._served.get(live.name) != served
+        self._served[live.name] = served
+        references = await self._references(live)
+        if settings is not None and (fresh or live.drift is None or live.drift.config != settings):
+            stored = await asyncio.to_thread(self.store.drift_references, live.name)
+            live.drift = ExperimentDrift.create(settings, live.control, references, stored)
+            logger.info("experiment %s: drift reference %s", live.name, live.drift.reference_source)
+        if concept is not None and (
+            fresh or live.concept is None or live.concept.config != concept
+        ):
+            live.concept = ConceptDrift.create(
+                concept, live.config.reward, live.config.arm_names, references
+            )
+
+    async def _references(self, live: LiveExperiment) -> dict[str, ReferenceProfile | None]:
+        """Each arm's model profile (loaded once per model URI)."""
         from serve_app.models.profiles import load_profile
 
         references = {}
         for arm in live.config.arms:
-            if arm.model_uri not in self._profiles:
-                self._profiles[arm.model_uri] = await asyncio.to_thread(
-                    load_profile, arm.model_uri, self.config.mlflow_tracking_uri
+            uri = arm.serving_uri
+            if uri not in self._profiles:
+                self._profiles[uri] = await asyncio.to_thread(
+                    load_profile, uri, self.config.mlflow_tracking_uri
                 )
-            references[arm.name] = self._profiles[arm.model_uri]
-        stored = await asyncio.to_thread(self.store.drift_references, live.name)
-        live.drift = ExperimentDrift.create(settings, live.control, references, stored)
-        logger.info("experiment %s: drift reference %s", live.name, live.drift.reference_source)
+            references[arm.name] = self._profiles[uri]
+        return references
 
     def snapshot(self, revisions: Mapping[str, int] | None = None) -> StateSnapshot:
         """Every experiment's merged stats; its config too where the caller's revision is old."""
@@ -236,9 +285,21 @@ class ExperimentState:
         return await self.reports.report(name, True, 5000)
 
     async def drift(self, name: str) -> dict[str, Any] | None:
-        """Per-feature and per-arm drift scores and the alert flag (None: not tracked)."""
-        live = self._live(name)
-        return live.drift.full() if live.drift else None
+        """Per-feature and per-arm drift scores, concept drift per arm, and the alert flag
+        (None: neither is tracked)."""
+        return self._live(name).drift_view()
+
+    async def decisions(
+        self, name: str, after: str | None, limit: int, labelled: bool, challengers: bool
+    ) -> list[dict[str, Any]]:
+        """A page of the experiment's decision log (with its challengers' rows)."""
+        sources = self.retrainer.sources(name) if challengers else [name]
+        return await asyncio.to_thread(
+            self.store.decision_rows, sources, labelled=labelled, after=after, limit=limit
+        )
+
+    async def retrain_runs(self, name: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.store.retrain_runs, name)
 
     async def experiments_summary(self) -> list[dict[str, Any]]:
         return [live.summary() for live in self.experiments.values()]
@@ -255,15 +316,23 @@ class ExperimentState:
             "bandit_state_restore_problems": float(len(self.restore_problems)),
             "bandit_state_duplicate_batches": float(self.ledger.duplicate_batches),
         }
-        return render(
-            [experiment_metrics(live, fresh) for live in self.experiments.values()], state
-        )
+        experiments = [
+            experiment_metrics(
+                live,
+                fresh,
+                retrain=self.retrainer.metrics(name),
+                decision_log_rows=self.decision_log.rows.get(name, 0),
+            )
+            for name, live in self.experiments.items()
+        ]
+        return render(experiments, state)
 
     def check_health(self) -> None:
         self.store.ping()
 
     async def close(self) -> None:
         """Stop the background loops and close the store (tests; Serve kills the actor)."""
+        await self.retrainer.close()
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)

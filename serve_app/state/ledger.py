@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 
 from serve_app.experiment.live import LiveExperiment
@@ -42,6 +43,12 @@ class Ledger:
         self.lock = lock
         self._applied: dict[str, int] = {}  # router -> last batch applied (memory cache)
         self.duplicate_batches = 0
+        self._logged: Counter[str] = Counter()  # decision-log rows written since last taken
+
+    def take_logged(self) -> Counter[str]:
+        """Decision-log rows written per experiment since the last call."""
+        logged, self._logged = self._logged, Counter()
+        return logged
 
     def _known(self) -> dict[str, set[str]]:
         return {
@@ -55,15 +62,17 @@ class Ledger:
             self.duplicate_batches += 1
             return False
         delta = counts_delta(batch, self._known())
+        decisions = [d for d in batch.decisions if d.experiment in self._logging()]
         async with self.lock:
             applied = await asyncio.to_thread(
-                self.store.commit_sync, batch.router_id, batch.seq, delta
+                self.store.commit_sync, batch.router_id, batch.seq, delta, decisions
             )
             self._applied[batch.router_id] = max(batch.seq, self._applied.get(batch.router_id, 0))
             if not applied:
                 self.duplicate_batches += 1
                 return False
             self._apply(delta)
+            self._logged.update(d.experiment for d in decisions)
         for (name, arm), histogram in batch.latency.items():
             live = self.experiments.get(name)
             if live is not None and arm in live.policy.stats:
@@ -77,12 +86,36 @@ class Ledger:
     async def feedback(self, records: Sequence[FeedbackRecord]) -> list[FeedbackOutcome]:
         """Store a group commit durably, then learn from what it stored."""
         known = [record for record in records if record.experiment in self.experiments]
+        logged = self._logging()
         async with self.lock:
-            outcomes, delta = await asyncio.to_thread(self.store.commit_feedback, known)
+            outcomes, delta = await asyncio.to_thread(self.store.commit_feedback, known, logged)
             self._apply(delta)
+            self._watch_concepts(known, outcomes)
+            self._logged.update(
+                r.experiment
+                for r, o in zip(known, outcomes, strict=True)
+                if o is FeedbackOutcome.STORED and r.experiment in logged
+            )
         by_record = dict(zip(map(id, known), outcomes, strict=True))
         # records of an experiment this state does not hold cannot be stored: a conflict
         return [by_record.get(id(record), FeedbackOutcome.CONFLICT) for record in records]
+
+    def _logging(self) -> frozenset[str]:
+        """The experiments that keep a decision log."""
+        return frozenset(n for n, live in self.experiments.items() if live.config.decision_log)
+
+    def _watch_concepts(
+        self, records: Sequence[FeedbackRecord], outcomes: Sequence[FeedbackOutcome]
+    ) -> None:
+        """Feed each newly stored, learned reward (and label) to its concept-drift watch."""
+        seen: set[str] = set()
+        for record, outcome in zip(records, outcomes, strict=True):
+            if outcome is not FeedbackOutcome.STORED or record.decision_key in seen:
+                continue
+            seen.add(record.decision_key)
+            live = self.experiments.get(record.experiment)
+            if live is not None and live.concept is not None and record.learned:
+                live.concept.add(record.arm, record.reward, record.label, record.issued_at)
 
     def _apply(self, delta: Delta) -> None:
         """Add a committed delta to memory. Should that ever fail (a bug), the experiment is

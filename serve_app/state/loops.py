@@ -223,6 +223,44 @@ async def watch_replicas(app_name: str, running: dict[str, int]) -> None:
         )
 
 
+class DecisionLogKeeper:
+    """Keeps every decision log within ``decision_log.max_rows`` and ``max_age_s``: a log
+    that grew is pruned within a second (the oldest rows go first), and every log is
+    checked for age once a minute. Between two steps a log holds at most ``max_rows`` plus
+    the rows written in that second."""
+
+    AGE_CHECK_S = 60.0
+
+    def __init__(
+        self, experiments: dict[str, LiveExperiment], store: ExperimentStore, ledger: Any
+    ) -> None:
+        self.experiments = experiments
+        self.store = store
+        self.ledger = ledger
+        self.rows: dict[str, int] = {}  # experiment -> rows after its last prune
+        self.pruned = 0
+        self._age_checked = 0.0
+
+    async def step(self, now: float | None = None) -> int:
+        """Prune the logs that grew (all of them once a minute); returns the rows deleted."""
+        now = time.time() if now is None else now
+        grown = self.ledger.take_logged()
+        every_log = now - self._age_checked >= self.AGE_CHECK_S
+        if every_log:
+            self._age_checked = now
+        deleted = 0
+        for name, live in list(self.experiments.items()):
+            log = live.config.decision_log
+            if log is None or not (every_log or name in grown):
+                continue
+            deleted += await asyncio.to_thread(
+                self.store.prune_decision_log, name, log.max_rows, now - log.max_age_s
+            )
+            self.rows[name] = await asyncio.to_thread(self.store.decision_log_rows, name)
+        self.pruned += deleted
+        return deleted
+
+
 async def prune_sync_log(store: ExperimentStore) -> None:
     await asyncio.to_thread(store.prune_sync_log, time.time() - SYNC_LOG_TTL_S)
 

@@ -87,6 +87,38 @@ SERIES: dict[str, tuple[str, tuple[str, ...], str]] = {
         ("experiment", "arm"),
         "Population stability index of the arm's live predictions against its reference.",
     ),
+    "bandit_arm_concept_drift_alert": (
+        "gauge",
+        ("experiment", "arm"),
+        "1 when the arm's reward dropped against its own reference, or its feedback labels "
+        "shifted from its training profile (experiments with concept_drift).",
+    ),
+    "bandit_arm_concept_drift_statistic": (
+        "gauge",
+        ("experiment", "arm"),
+        "The arm's CUSUM statistic over its alarm threshold (1 raises the alert).",
+    ),
+    "bandit_experiment_decision_log_rows": (
+        "gauge",
+        ("experiment",),
+        "Rows the experiment's decision log holds (experiments with decision_log).",
+    ),
+    "bandit_retrain_runs": (
+        "counter",
+        ("experiment", "outcome"),
+        "Retrainings that ended: succeeded (a challenger tests the version), failed, "
+        "timed_out, interrupted (a restart).",
+    ),
+    "bandit_retrain_running": (
+        "gauge",
+        ("experiment",),
+        "1 while a retraining of the experiment runs (experiments with retrain).",
+    ),
+    "bandit_experiment_delegated": (
+        "gauge",
+        ("experiment",),
+        "1 while a retraining challenger serves the experiment's traffic.",
+    ),
     "bandit_shadow_requests": ("counter", ("experiment", "shadow"), "Mirrored calls."),
     "bandit_shadow_errors": ("counter", ("experiment", "shadow"), "Failed mirrored calls."),
     "bandit_shadow_timeouts": (
@@ -166,11 +198,16 @@ class _Snapshot:
 
 
 def experiment_metrics(
-    live: LiveExperiment, circuits: Iterable[Mapping[str, Mapping[str, str]]]
+    live: LiveExperiment,
+    circuits: Iterable[Mapping[str, Mapping[str, str]]],
+    retrain: Mapping[str, Any] | None = None,
+    decision_log_rows: int | None = None,
 ) -> dict[str, Any]:
     """One experiment's summary with the metric-only fields :func:`render` takes.
 
-    ``circuits``: each router replica's circuit states (``{experiment: {arm: state}}``).
+    ``circuits``: each router replica's circuit states (``{experiment: {arm: state}}``);
+    ``retrain``: its retrainings (``{"running": bool, "ended": {outcome: n}}``);
+    ``decision_log_rows``: the rows its decision log holds.
     """
     name = live.name
     summary = live.summary()
@@ -185,6 +222,9 @@ def experiment_metrics(
         "guardrail_breached": {arm["name"]: arm["guardrail_breached"] for arm in summary["arms"]},
         "drift_features": live.drift.psi_by_feature() if live.drift else {},
         "drift_arms": live.drift.psi_by_arm() if live.drift else {},
+        "concept_arms": live.concept.to_dict()["arms"] if live.concept else None,
+        "retrain": retrain if live.config.retrain is not None else None,
+        "decision_log_rows": decision_log_rows if live.config.decision_log else None,
     }
 
 
@@ -236,6 +276,7 @@ def render(
                 families.add("bandit_feature_drift_psi", (name, feature), value)
             for arm_name, value in experiment.get("drift_arms", {}).items():
                 families.add("bandit_arm_prediction_drift_psi", (name, arm_name), value)
+        _closed_loop(families, name, experiment)
         for shadow in experiment["shadows"]:
             labels = (name, shadow["name"])
             families.add("bandit_shadow_requests", labels, shadow["requests"])
@@ -247,3 +288,25 @@ def render(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(families.families.values()))  # type: ignore[arg-type]
     return generate_latest(registry)
+
+
+def _closed_loop(families: _Families, name: str, experiment: Mapping[str, Any]) -> None:
+    """Concept drift, the decision log, retraining and delegation of one experiment."""
+    for arm, watch in (experiment.get("concept_arms") or {}).items():
+        shifted = bool(watch.get("labels") and watch["labels"].get("drifted"))
+        alert = bool(watch["alarm"]) or shifted
+        families.add("bandit_arm_concept_drift_alert", (name, arm), float(alert))
+        threshold = watch["threshold"] or 1.0
+        families.add(
+            "bandit_arm_concept_drift_statistic", (name, arm), watch["statistic"] / threshold
+        )
+    if experiment.get("decision_log_rows") is not None:
+        families.add(
+            "bandit_experiment_decision_log_rows", (name,), experiment["decision_log_rows"]
+        )
+    retrain = experiment.get("retrain")
+    if retrain is not None:
+        families.add("bandit_retrain_running", (name,), float(retrain["running"]))
+        for outcome in ("succeeded", "failed", "timed_out", "interrupted"):
+            families.add("bandit_retrain_runs", (name, outcome), retrain["ended"].get(outcome, 0))
+    families.add("bandit_experiment_delegated", (name,), float(bool(experiment.get("delegate"))))

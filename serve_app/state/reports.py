@@ -58,7 +58,7 @@ class ReportCache:
         self._building[key] = future
         try:
             live = self.live(name)  # copied on the loop: consistent with the syncs
-            drift = live.drift.full() if live.drift else None
+            drift = live.drift_view()
             copy = live.frozen_copy()
             report = await asyncio.to_thread(self._build, copy, drift, audit, timeline_points)
         except BaseException as error:
@@ -83,7 +83,8 @@ class ReportCache:
         timeline = self.store.timeline(name, limit=timeline_points)
         entries = self.store.audit_log(name, limit=AUDIT_ENTRIES) if audit else None
         periods = self.store.period_stats(name)
-        report = build_report(live, timeline, entries, periods, drift)
+        retraining = self.store.retrain_runs(name) if live.config.retrain else None
+        report = build_report(live, timeline, entries, periods, drift, retraining)
         return json.dumps(report, allow_nan=False, default=_plain).encode()
 
 

@@ -67,6 +67,7 @@ def restore_one(store: ExperimentStore, name: str) -> tuple[LiveExperiment | Non
         excluded=dict(lifecycle["excluded"]),
         mlflow_run_id=lifecycle["mlflow_run_id"],
         recommendation=lifecycle["recommendation"],
+        delegate=lifecycle.get("delegate"),
     )
     if lifecycle["period_started_at"] is None or (
         live.status == "running" and live.started_at is None

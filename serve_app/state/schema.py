@@ -15,6 +15,8 @@
 - ``timeline``: cumulative per-arm counts sampled over time (the report's history);
 - ``drift_references``: drift profiles taken from live traffic;
 - ``sync_log``: the last sync batch applied per router replica (idempotent syncs);
+- ``decision_log``: opt-in per experiment, each decision's inputs, answer and feedback;
+- ``retrain_runs``: every retraining: trigger, rows, the version it produced, its outcome;
 - ``audit_log``: every create, change and transition: when, what, why and who.
 
 :func:`migrate` adds columns that later versions introduced to tables an older version
@@ -163,6 +165,8 @@ lifecycle_table = sa.Table(
     sa.Column("excluded", sa.Text, nullable=False, default="{}"),
     sa.Column("mlflow_run_id", sa.String(64), nullable=True),
     sa.Column("recommendation", sa.Text, nullable=True),
+    # the retraining challenger that takes this experiment's traffic while it runs
+    sa.Column("delegate", sa.String(64), nullable=True),
 )
 
 # Cumulative per-arm counts, sampled as decisions accumulate: traffic share and reward over
@@ -191,6 +195,49 @@ drift_references_table = sa.Table(
     sa.Column("arm", sa.String(64), primary_key=True),
     sa.Column("profile", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# The decision log (opt-in per experiment): what each decision was asked and answered, and
+# its feedback once it arrives (either may come first: both upsert by the decision key).
+decision_log_table = sa.Table(
+    "decision_log",
+    metadata,
+    sa.Column("decision_key", sa.String(64), primary_key=True),
+    sa.Column("experiment", sa.String(64), nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("arm", sa.String(64), nullable=False),
+    sa.Column("propensity", sa.Float, nullable=False),
+    sa.Column("issued_at", sa.Float, nullable=False),
+    sa.Column("features", sa.Text, nullable=True),  # JSON rows
+    sa.Column("predictions", sa.Text, nullable=True),  # JSON list
+    sa.Column("context", sa.Text, nullable=True),  # JSON vector (contextual policies)
+    sa.Column("reward", sa.Float, nullable=True),
+    sa.Column("label", sa.Text, nullable=True),  # JSON scalar
+    sa.Column("metrics", sa.Text, nullable=True),  # JSON object
+    sa.Column("received_at", sa.Float, nullable=True),
+    sa.Index("ix_decision_log_experiment_issued", "experiment", "issued_at"),
+)
+
+# Retraining runs: what triggered each, on which rows, what it produced and how it ended.
+retrain_runs_table = sa.Table(
+    "retrain_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment", sa.String(64), nullable=False, index=True),
+    sa.Column("trigger", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),  # running, succeeded, failed, ...
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float, nullable=True),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("rows_sha256", sa.String(64), nullable=True),
+    sa.Column("rows_from", sa.Float, nullable=True),
+    sa.Column("rows_to", sa.Float, nullable=True),
+    sa.Column("champion_uri", sa.Text, nullable=True),
+    sa.Column("model_uri", sa.Text, nullable=True),  # the version it registered
+    sa.Column("challenger", sa.String(64), nullable=True),  # the experiment testing it
+    sa.Column("outcome", sa.String(32), nullable=True),  # the challenger's outcome
+    sa.Column("conclusion_run", sa.String(64), nullable=True),  # its MLflow run
+    sa.Column("error", sa.Text, nullable=True),
 )
 
 audit_table = sa.Table(

@@ -34,6 +34,7 @@ from serve_app.experiment.records import (
     Delta,
     FeedbackOutcome,
     FeedbackRecord,
+    LoggedDecision,
     ShadowCounts,
     feedback_delta,
 )
@@ -44,12 +45,14 @@ from serve_app.state.schema import (
     arms_table,
     assignments_table,
     audit_table,
+    decision_log_table,
     drift_references_table,
     experiments_table,
     lifecycle_table,
     meta_table,
     metric_stats_table,
     migrate,
+    retrain_runs_table,
     rewards_table,
     shadow_stats_table,
     sync_log_table,
@@ -396,9 +399,16 @@ class ExperimentStore:
 
     # ---------------------------------------------------------------- the write path
 
-    def commit_sync(self, router_id: str, seq: int, delta: Delta) -> bool:
+    def commit_sync(
+        self,
+        router_id: str,
+        seq: int,
+        delta: Delta,
+        decisions: Sequence[LoggedDecision] = (),
+    ) -> bool:
         """Add one router's sync batch unless batch ``seq`` of ``router_id`` (or a later
-        one) was applied already; the sequence number is stored in the same transaction.
+        one) was applied already; the sequence number (and the batch's logged decisions) are
+        stored in the same transaction.
 
         Returns:
             True if added now, False for a batch that was applied before (changes nothing).
@@ -418,7 +428,226 @@ class ExperimentStore:
             if connection.execute(statement).first() is None:
                 return False
             self._write_delta(connection, delta)
+            self._log_decisions(connection, decisions)
         return True
+
+    def _log_decisions(
+        self, connection: sa.Connection, decisions: Sequence[LoggedDecision]
+    ) -> None:
+        """Upsert decisions into the log (their feedback may have arrived first)."""
+        for start in range(0, len(decisions), 500):
+            rows = [
+                {
+                    "decision_key": d.decision_key,
+                    "experiment": d.experiment,
+                    "revision": d.revision,
+                    "arm": d.arm,
+                    "propensity": d.propensity,
+                    "issued_at": d.issued_at,
+                    "features": json.dumps(d.features),
+                    "predictions": json.dumps(d.predictions, default=str),
+                    "context": None if d.context is None else json.dumps(d.context),
+                }
+                for d in sorted(decisions[start : start + 500], key=lambda d: d.decision_key)
+            ]
+            statement = self._insert(decision_log_table).values(rows)
+            connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["decision_key"],
+                    set_={
+                        name: statement.excluded[name]
+                        for name in ("features", "predictions", "context")
+                    },
+                )
+            )
+
+    def _log_feedback(self, connection: sa.Connection, records: Sequence[FeedbackRecord]) -> None:
+        """Upsert the feedback of logged decisions (the decision may arrive later)."""
+        for start in range(0, len(records), 500):
+            rows = [
+                {
+                    "decision_key": r.decision_key,
+                    "experiment": r.experiment,
+                    "revision": r.revision,
+                    "arm": r.arm,
+                    "propensity": r.propensity,
+                    "issued_at": r.issued_at,
+                    "reward": r.reward,
+                    "label": None if r.label is None else json.dumps(r.label),
+                    "metrics": json.dumps(dict(r.metrics)) if r.metrics else None,
+                    "received_at": time.time(),
+                }
+                for r in sorted(records[start : start + 500], key=lambda r: r.decision_key)
+            ]
+            statement = self._insert(decision_log_table).values(rows)
+            connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["decision_key"],
+                    set_={
+                        name: statement.excluded[name]
+                        for name in ("reward", "label", "metrics", "received_at")
+                    },
+                )
+            )
+
+    def prune_decision_log(self, experiment: str, max_rows: int, older_than: float) -> int:
+        """Keep the log within its bounds: rows issued before ``older_than`` go, then the
+        oldest beyond ``max_rows``. Returns the rows deleted."""
+        columns = decision_log_table.c
+        with self.engine.begin() as connection:
+            deleted = (
+                connection.execute(
+                    sa.delete(decision_log_table).where(
+                        (columns.experiment == experiment) & (columns.issued_at < older_than)
+                    )
+                ).rowcount
+                or 0
+            )
+            count = connection.execute(
+                sa.select(sa.func.count()).where(columns.experiment == experiment)
+            ).scalar_one()
+            if count > max_rows:
+                cutoff = connection.execute(
+                    sa.select(columns.issued_at)
+                    .where(columns.experiment == experiment)
+                    .order_by(columns.issued_at.desc())
+                    .offset(max_rows)
+                    .limit(1)
+                ).scalar_one()
+                deleted += (
+                    connection.execute(
+                        sa.delete(decision_log_table).where(
+                            (columns.experiment == experiment) & (columns.issued_at <= cutoff)
+                        )
+                    ).rowcount
+                    or 0
+                )
+        return int(deleted)
+
+    def decision_log_rows(self, experiment: str) -> int:
+        """Every row the experiment's decision log holds (with feedback or still without)."""
+        query = sa.select(sa.func.count()).where(decision_log_table.c.experiment == experiment)
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def decision_count(
+        self, experiments: Sequence[str], *, labelled: bool = False, since: float | None = None
+    ) -> int:
+        """Logged decisions of the experiments with feedback (``labelled``: with a label and
+        the decision's features; ``since``: issued then or later)."""
+        columns = decision_log_table.c
+        query = sa.select(sa.func.count()).where(
+            columns.experiment.in_(list(experiments)) & columns.reward.is_not(None)
+        )
+        if labelled:
+            query = query.where(columns.label.is_not(None) & columns.features.is_not(None))
+        if since is not None:
+            query = query.where(columns.issued_at >= since)
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def decision_rows(
+        self,
+        experiments: Sequence[str],
+        *,
+        labelled: bool = False,
+        after: str | None = None,
+        limit: int | None = None,
+        newest: int | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Logged decisions that received feedback, oldest first, JSON columns decoded.
+
+        ``after`` pages on ``(issued_at, decision_key)``: pass the last row's
+        ``"cursor"``. ``newest``: only the latest that many (still oldest first).
+        ``since``: only decisions issued then or later."""
+        columns = decision_log_table.c
+        query = (
+            sa.select(decision_log_table)
+            .where(columns.experiment.in_(list(experiments)) & columns.reward.is_not(None))
+            .order_by(columns.issued_at, columns.decision_key)
+        )
+        if labelled:
+            query = query.where(columns.label.is_not(None) & columns.features.is_not(None))
+        if since is not None:
+            query = query.where(columns.issued_at >= since)
+        if after:
+            at, _, key = after.partition("/")
+            query = query.where(
+                (columns.issued_at > float(at))
+                | ((columns.issued_at == float(at)) & (columns.decision_key > key))
+            )
+        if limit is not None:
+            query = query.limit(limit)
+        if newest is not None:
+            query = query.order_by(None).order_by(
+                columns.issued_at.desc(), columns.decision_key.desc()
+            )
+            query = query.limit(newest)
+        with self.engine.connect() as connection:
+            rows = [dict(row._mapping) for row in connection.execute(query)]
+        if newest is not None:
+            rows.reverse()
+        for row in rows:
+            for name in ("features", "predictions", "context", "label", "metrics"):
+                if row[name] is not None:
+                    row[name] = json.loads(row[name])
+            row["cursor"] = f"{row['issued_at']!r}/{row['decision_key']}"
+        return rows
+
+    # ---------------------------------------------------------------- retraining
+
+    def start_retrain(
+        self, experiment: str, trigger: str, audit: Mapping[str, Any], **values: Any
+    ) -> int:
+        """Record a retraining that starts now, with its ``retrain_started`` audit entry;
+        returns its id."""
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                sa.insert(retrain_runs_table)
+                .values(
+                    experiment=experiment,
+                    trigger=trigger,
+                    status="running",
+                    started_at=time.time(),
+                    **values,
+                )
+                .returning(retrain_runs_table.c.id)
+            )
+            run_id = int(result.scalar_one())
+            detail = {"run": run_id, "trigger": trigger, **audit}
+            self._audit(connection, experiment, "retrain_started", detail, "retrain")
+        return run_id
+
+    def update_retrain(
+        self,
+        run_id: int,
+        audit: tuple[str, Mapping[str, Any]] | None = None,
+        **values: Any,
+    ) -> None:
+        """Change a retraining run, with an optional audit entry ``(action, detail)`` on its
+        experiment in the same transaction."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.update(retrain_runs_table)
+                .where(retrain_runs_table.c.id == run_id)
+                .values(**values)
+            )
+            if audit is not None:
+                experiment = connection.execute(
+                    sa.select(retrain_runs_table.c.experiment).where(
+                        retrain_runs_table.c.id == run_id
+                    )
+                ).scalar_one()
+                action, detail = audit
+                self._audit(connection, experiment, action, {"run": run_id, **detail}, "retrain")
+
+    def retrain_runs(self, experiment: str) -> list[dict[str, Any]]:
+        """The experiment's retraining runs, oldest first."""
+        columns = retrain_runs_table.c
+        query = sa.select(retrain_runs_table).where(columns.experiment == experiment)
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query.order_by(columns.id))]
 
     def last_sync(self, router_id: str) -> int | None:
         """The last batch applied for ``router_id`` (None: never synced)."""
@@ -436,7 +665,7 @@ class ExperimentStore:
         return int(result.rowcount or 0)
 
     def commit_feedback(
-        self, records: Sequence[FeedbackRecord]
+        self, records: Sequence[FeedbackRecord], logged: frozenset[str] = frozenset()
     ) -> tuple[list[FeedbackOutcome], Delta]:
         """Store a group commit in ONE transaction; each decision takes one feedback.
 
@@ -447,7 +676,8 @@ class ExperimentStore:
 
         Returns:
             Per record, its :class:`FeedbackOutcome`; and the delta that was added (the sums
-            of the records stored now), for the state to add to memory.
+            of the records stored now), for the state to add to memory. Records of the
+            ``logged`` experiments also join their decision in the decision log.
         """
         first: dict[str, int] = {}  # decision key -> index of its first record
         for index, record in enumerate(records):
@@ -458,8 +688,10 @@ class ExperimentStore:
                 connection, [records[first[key]] for key in sorted(first)], received_at
             )
             earlier = self._stored_rewards(connection, [key for key in first if key not in stored])
-            delta = feedback_delta(records[first[key]] for key in sorted(stored))
+            new = [records[first[key]] for key in sorted(stored)]
+            delta = feedback_delta(new)
             self._write_delta(connection, delta)
+            self._log_feedback(connection, [r for r in new if r.experiment in logged])
         outcomes = []
         for index, record in enumerate(records):
             key = record.decision_key
@@ -626,6 +858,7 @@ class ExperimentStore:
                 "excluded": {},
                 "mlflow_run_id": None,
                 "recommendation": None,
+                "delegate": None,
             }
         values = dict(row._mapping)
         values.pop("experiment")

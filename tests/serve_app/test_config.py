@@ -112,7 +112,7 @@ def test_missing_model_uri_and_too_few_arms():
     args["experiments"][1]["arms"] = args["experiments"][1]["arms"][:1]
     message = error_of(args)
     assert "experiments[0].arms[0].model_uri: required key is missing" in message
-    assert "experiments[1].arms: List should have at least 2 items" in message
+    assert "experiments[1]: arms: an experiment needs two or more arms" in message
 
 
 def test_duplicate_names():

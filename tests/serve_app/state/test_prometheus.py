@@ -51,6 +51,13 @@ def experiment(**overrides):
         "drift": {"alert": True},
         "drift_features": {"f0": 0.31, "f1": 0.02},
         "drift_arms": {"a": 0.05},
+        "concept_arms": {
+            "a": {"alarm": True, "statistic": 6.0, "threshold": 12.0, "labels": None},
+            "b": {"alarm": False, "statistic": 0.0, "threshold": 12.0, "labels": {"drifted": True}},
+        },
+        "decision_log_rows": 42,
+        "retrain": {"running": True, "ended": {"succeeded": 2, "timed_out": 1}},
+        "delegate": "exp-r3",
     }
     summary.update(overrides)
     return summary
@@ -78,6 +85,14 @@ def test_every_documented_series_is_rendered_and_parses():
     assert value(samples, "bandit_state_restore_problems") == 2
     assert value(samples, "bandit_state_duplicate_batches_total") == 3
     assert value(samples, "bandit_arm_requests_total", experiment="exp", arm="a") == 10
+    assert value(samples, "bandit_arm_concept_drift_alert", experiment="exp", arm="a") == 1
+    assert value(samples, "bandit_arm_concept_drift_alert", experiment="exp", arm="b") == 1
+    assert value(samples, "bandit_arm_concept_drift_statistic", experiment="exp", arm="a") == 0.5
+    assert value(samples, "bandit_experiment_decision_log_rows", experiment="exp") == 42
+    assert value(samples, "bandit_retrain_running", experiment="exp") == 1
+    assert value(samples, "bandit_retrain_runs_total", experiment="exp", outcome="failed") == 0
+    assert value(samples, "bandit_retrain_runs_total", experiment="exp", outcome="timed_out") == 1
+    assert value(samples, "bandit_experiment_delegated", experiment="exp") == 1
     assert value(samples, "bandit_arm_reward_sum_total", arm="b") == 2.0
     assert value(samples, "bandit_arm_weight", arm="a") == 0.6
     assert value(samples, "bandit_arm_circuit_open", arm="b") == 2
