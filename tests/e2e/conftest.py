@@ -37,6 +37,22 @@ mlflow.models.set_model(Broken())
 """
 
 
+def logged_decisions(store_url: str, experiment: str) -> dict[str, dict[str, Any]]:
+    """Every decision-log row of an experiment, by decision key, read straight from the store."""
+    import sqlalchemy as sa
+
+    from serve_app.state.schema import decision_log_table
+
+    engine = sa.create_engine(store_url)
+    try:
+        with engine.connect() as connection:
+            table = decision_log_table
+            query = sa.select(table).where(table.c.experiment == experiment)
+            return {row.decision_key: dict(row._mapping) for row in connection.execute(query)}
+    finally:
+        engine.dispose()
+
+
 def stored_rewards(store_url: str, experiment: str) -> dict[str, dict[str, Any]]:
     """Every stored feedback of an experiment, by decision key, read straight from the store."""
     import sqlalchemy as sa
@@ -105,6 +121,10 @@ def broken_model(root: Path) -> str:
 def shadow(name: str, uri: str, timeout_s: float = 4.0) -> dict[str, Any]:
     deployment = {**arm("x", "y")["deployment"], "timeout_s": timeout_s}
     return {"name": name, "model_uri": uri, "percent": 100, "deployment": deployment}
+
+
+DURABLE_LOG = {"max_rows": 100_000}
+"""The fault tests' experiments log their decisions: acknowledged feedback keeps its row."""
 
 
 def fixed(name: str, weights: dict[str, float], uris: dict[str, str], **extra: Any) -> dict:
@@ -180,7 +200,7 @@ def e2e_args(demo_store: dict[str, Any], data_dir: str) -> dict[str, Any]:
             fixed("flaky", {"logreg": 0.5, "broken": 0.5}, uris),
             fixed("control", {"logreg": 0.5, "forest": 0.5}, uris),
             fixed("canary", {"logreg": 0.9, "forest": 0.1}, uris),
-            fixed("durable", {"logreg": 0.5, "forest": 0.5}, uris),
+            fixed("durable", {"logreg": 0.5, "forest": 0.5}, uris, decision_log=DURABLE_LOG),
             *lifecycle_experiments(uris),
             fixed(
                 "shadowed",
@@ -370,7 +390,7 @@ def guarded_args(
         },
         "experiments": [
             fixed("pg-split", {"logreg": 0.5, "forest": 0.5}, uris),
-            fixed("pg-durable", {"logreg": 0.5, "forest": 0.5}, uris),
+            fixed("pg-durable", {"logreg": 0.5, "forest": 0.5}, uris, decision_log=DURABLE_LOG),
         ],
         "lifecycle": {"evaluate_interval_s": 0.5, "timeline_interval_s": 1.0},
         "pool": SMALL_POOL,

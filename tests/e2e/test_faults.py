@@ -14,7 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import APP_NAME, DATA_TOKEN, GUARDED_APP, GUARDED_HOST, stored_rewards
+from .conftest import (
+    APP_NAME,
+    DATA_TOKEN,
+    GUARDED_APP,
+    GUARDED_HOST,
+    logged_decisions,
+    stored_rewards,
+)
 from .faults import Load, nonce, record_figures
 
 pytestmark = pytest.mark.e2e
@@ -119,6 +126,14 @@ def test_sigkill_of_the_state_replica_loses_nothing_acknowledged(backend, reques
     assert figures["feedback_acknowledged"] == figures["feedback_sent"], figures
     assert figures["false_503"] == 0, figures
     assert {s for f in load.feedback for s in f.statuses} <= {200, 503}
+    # the decision log kept the row of every acknowledged feedback: the decision the router
+    # logged (its features) and the reward the feedback committed with it
+    logged = logged_decisions(store_url, experiment)
+    acknowledged = [f for f in load.feedback if f.acknowledged]
+    rows = [logged.get(nonce(f.decision_id)) for f in acknowledged]
+    assert all(row is not None for row in rows), "acknowledged feedback lost its logged decision"
+    assert [row["reward"] for row in rows] == [f.reward for f in acknowledged]
+    assert all(row["features"] is not None for row in rows)
 
 
 def _since(summary: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:

@@ -33,8 +33,22 @@ def test_shipped_config_parses_and_resolves_paths(tmp_path, monkeypatch):
     assert config.data_dir == str(tmp_path.resolve())
     assert config.store_url == f"sqlite:///{tmp_path.resolve() / 'experiments.db'}"
     assert config.mlflow_tracking_uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
-    assert [e.name for e in config.experiments] == ["digits", "digits-ab"]
+    assert [e.name for e in config.experiments] == ["digits", "digits-ab", "digits-context"]
     assert config.experiments[0].default == "logreg"
+
+
+def test_shipped_experiment_bodies_parse():
+    """configs/experiments/*.json are POST /experiments bodies (the README's walkthroughs)."""
+    import json
+
+    from serve_app.config import ExperimentConfig
+
+    bodies = sorted((ROOT / "configs" / "experiments").glob("*.json"))
+    assert bodies
+    for path in bodies:
+        body = json.loads(path.read_text())
+        body.pop("reason")
+        assert ExperimentConfig.model_validate(body).name == path.stem
 
 
 def test_fixed_split_params_come_from_arm_weights():
