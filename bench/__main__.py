@@ -3,7 +3,8 @@
 Parts: ``serving`` (router overhead, state sync, scaling; starts its own Ray), ``regret``
 (policy-object regret curves and regret as arms grow), ``chapelle_li`` (delayed feedback),
 ``contextual`` (contextual policies' select() cost, reward against context-free policies,
-off-policy evaluation of the uniform split).
+off-policy evaluation of the uniform split), ``oip`` (the Open Inference Protocol's
+``/v2/models/{experiment}/infer``, JSON and binary tensors, next to ``/predict``; its own Ray).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PARTS = ("serving", "regret", "chapelle_li", "contextual")
+PARTS = ("serving", "oip", "regret", "chapelle_li", "contextual")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
 
         log("contextual bandits and off-policy evaluation")
         results["contextual"] = run_contextual(quick=args.quick, out=args.out)
+    if "oip" in args.only:
+        from bench.oip import OipBenchConfig, run_oip
+
+        log("Open Inference Protocol next to /predict")
+        results["oip"] = run_oip(OipBenchConfig.quick() if args.quick else OipBenchConfig(), log)
     if "serving" in args.only:
         from bench.serving import ServingConfig, headline, run_serving
 

@@ -18,7 +18,8 @@ REQUIRED_KEYS = (
 )
 """Keys every ``latest.json`` has (ratios are ``null`` when the serving part did not run)."""
 
-GOALS = {"router_latency_ratio": 1.10, "router_throughput_ratio": 0.90}
+GOALS = {"pool_p99_ratio": 1.20, "pool_throughput_ratio": 0.95}
+"""The issue's goals for the default placement against the two-hop ingress (plotted)."""
 
 
 def _clean(value: Any) -> Any:
@@ -72,6 +73,16 @@ def markdown(results: dict[str, Any]) -> str:
     serving = results.get("serving")
     if serving:
         lines += _serving_tables(results, serving)
+    oip = results.get("oip")
+    if oip and oip.get("cases"):
+        from bench.oip import markdown as oip_markdown
+
+        lines += [
+            "## Open Inference Protocol: `/v2/models/{experiment}/infer` vs `/predict`",
+            "",
+            oip_markdown(oip),
+            "",
+        ]
     regret = results.get("regret")
     if regret:
         lines += _regret_tables(regret)
@@ -84,100 +95,271 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+COMPARISON_TITLES = {
+    "pool_vs_two_hop": "Default placement (pool) vs the hand-written two-hop ingress",
+    "pool_vs_dedicated": "Placement pool vs placement dedicated (same experiment, models loaded)",
+    "router_vs_two_hop": "Placement router vs the hand-written two-hop ingress",
+    "router_vs_one_hop": "Placement router vs the in-process split (the one-hop ideal)",
+    "pool_vs_two_hop_pool": "Product (pool) vs the hand-written ingress over the same pool: "
+    "the router's own cost",
+    "dedicated_vs_two_hop": "Product (dedicated) vs the hand-written ingress over the same "
+    "deployments: the router's own cost",
+    "two_hop_vs_one_hop": "Hand-written two-hop ingress vs the in-process split: what the "
+    "second hop costs",
+}
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
 def _serving_tables(results: dict[str, Any], serving: dict[str, Any]) -> list[str]:
-    lines = [
-        "## Headline",
-        "",
-        "| figure | value | goal |",
-        "| --- | --- | --- |",
-        f"| router latency ratio p50 (worst concurrency) | {results['router_latency_ratio_p50']}"
-        " | <= 1.10 |",
-        f"| router latency ratio p99 (worst concurrency) | {results['router_latency_ratio_p99']}"
-        " | <= 1.10 |",
-        f"| router throughput ratio (c=32) | {results['router_throughput_ratio']} | >= 0.90 |",
-        f"| sync throughput ratio (batched / per-request) | {results['sync_throughput_ratio']}"
-        " | > 1 |",
-        "",
-        "## Router overhead",
-        "",
-        "| clients | vs | p50 ratio | p99 ratio | throughput ratio | product p50 / p99 ms, rps "
-        "| other p50 / p99 ms, rps |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for c, entry in serving["router_overhead"].items():
-        product = entry["absolute"]["product"]
-        for other in ("random", "plain"):
-            ratio = entry[f"product_vs_{other}"]
-            absolute = entry["absolute"][other]
-            lines.append(
-                f"| {c} | {other} | {_fmt(ratio['latency_ratio_p50'])} "
-                f"| {_fmt(ratio['latency_ratio_p99'])} | {_fmt(ratio['throughput_ratio'])} "
-                f"| {product['p50_ms']:.2f} / {product['p99_ms']:.2f}, "
-                f"{product['throughput_rps']:.0f} "
-                f"| {absolute['p50_ms']:.2f} / {absolute['p99_ms']:.2f}, "
-                f"{absolute['throughput_rps']:.0f} |"
-            )
-        ratio = entry["random_vs_plain"]
+    if "overhead" not in serving and "config" not in serving:
+        return ["## Serving", "", "(results in an older format: run `python -m bench --only "
+                "serving` again)", ""]  # fmt: skip
+    failed = {k: v["error"] for k, v in serving.items() if isinstance(v, dict) and "error" in v}
+    serving = {k: v for k, v in serving.items() if k not in failed}
+    lines = ["## Headline: the serving goals", ""]
+    for part, error in failed.items():
+        lines += [f"**Part `{part}` failed:** `{error[:300]}`", ""]
+    lines += ["| goal | value (median) | target | met |", "| --- | --- | --- | --- |"]
+    for goal in results.get("serving_goals") or []:
         lines.append(
-            f"| {c} | (random vs plain) | {_fmt(ratio['latency_ratio_p50'])} "
-            f"| {_fmt(ratio['latency_ratio_p99'])} | {_fmt(ratio['throughput_ratio'])} | | |"
+            f"| {goal['goal']} | {_num(goal['value'], 3)} | {goal['target']} "
+            f"| {'yes' if goal['met'] else '**no**'} |"
         )
-    sync = serving["state_sync"]
+    config = serving.get("config", {})
+    idle = serving.get("idle", {})
+    lines += [
+        "",
+        f"Load generator: {serving.get('generator', '?')} (closed loop; one connection per "
+        f"client); windows of {config.get('duration_s')} s, {config.get('reps')} repetitions "
+        "per side, sides interleaved. CPU per request: CPU seconds of every Ray process of the "
+        "bench (the descendants of the driver: GCS, raylet, Serve proxy and controller, every "
+        "replica) over the window / requests answered; the generator's own CPU apart. With no "
+        f"load the Ray processes use {_num(idle.get('ray_cores'))} cores. Every model deployment "
+        "(the pool too) has one replica.",
+        "",
+        "Sides: "
+        + "; ".join(f"`{k}`: {v}" for k, v in serving.get("overhead", {}).get("sides", {}).items())
+        + ".",
+        "",
+    ]
+    levels = serving.get("overhead", {}).get("levels", {})
+    for comparison, title in COMPARISON_TITLES.items():
+        lines += [
+            f"### {title}",
+            "",
+            "| clients | p50 ratio | p99 ratio | throughput ratio | CPU/request ratio |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for c, entry in levels.items():
+            ratio = entry[comparison]
+            lines.append(
+                f"| {c} | {_fmt(ratio['latency_ratio_p50'])} | {_fmt(ratio['latency_ratio_p99'])}"
+                f" | {_fmt(ratio['throughput_ratio'])} | {_fmt(ratio.get('cpu_ratio'))} |"
+            )
+        lines.append("")
+    lines += [
+        "### Absolute figures (medians over repetitions; context only)",
+        "",
+        "| clients | side | p50 ms | p99 ms | rps | Ray CPU ms/request | generator CPU "
+        "ms/request | Ray cores | generator cores | other cores (machine) | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c, entry in levels.items():
+        for side, a in entry["absolute"].items():
+            lines.append(
+                f"| {c} | {side} | {_num(a['p50_ms'])} | {_num(a['p99_ms'])} "
+                f"| {_num(a['throughput_rps'], 0)} | {_num(a.get('cpu_ms_per_request'))} "
+                f"| {_num(a.get('generator_ms_per_request'), 3)} | {_num(a.get('ray_cores'))} "
+                f"| {_num(a.get('generator_cores'))} | {_num(a.get('other_cores'))} "
+                f"| {a['errors']} |"
+            )
+    lines.append("")
+    lines += _sync_tables(serving)
+    lines += _flood_table(serving.get("report_flood"))
+    lines += _cold_table(serving.get("cold_loads"))
+    lines += _profile_table(serving.get("profile"))
+    lines += _scale_tables(serving)
+    return lines
+
+
+def _sync_tables(serving: dict[str, Any]) -> list[str]:
+    sync = serving.get("state_sync")
+    if not sync:
+        return []
     ratio = sync["product_vs_per_request"]
     absolute = sync["absolute"]
-    ingest = serving["state_ingestion"]
-    lines += [
-        "",
+    lines = [
         "## State sync",
         "",
-        f"Product (batched background sync) vs awaiting `ExperimentState.sync` on every request,"
-        f" {sync['concurrency']} clients:",
+        "Product (placement dedicated, batched background sync) vs awaiting "
+        f"`ExperimentState.sync` on every request, same model replicas, {sync['concurrency']} "
+        "clients:",
         "",
-        "| throughput ratio | p99 ratio | p50 ratio | product rps, p99 ms | per-request rps, "
-        "p99 ms |",
-        "| --- | --- | --- | --- | --- |",
+        "| throughput ratio | p99 ratio | p50 ratio | CPU/request ratio | product rps, p99 ms "
+        "| per-request rps, p99 ms |",
+        "| --- | --- | --- | --- | --- | --- |",
         f"| {_fmt(ratio['throughput_ratio'])} | {_fmt(ratio['latency_ratio_p99'])} "
-        f"| {_fmt(ratio['latency_ratio_p50'])} "
-        f"| {absolute['product']['throughput_rps']:.0f}, {absolute['product']['p99_ms']:.2f} "
-        f"| {absolute['per_request']['throughput_rps']:.0f}, "
-        f"{absolute['per_request']['p99_ms']:.2f} |",
+        f"| {_fmt(ratio['latency_ratio_p50'])} | {_fmt(ratio.get('cpu_ratio'))} "
+        f"| {_num(absolute['product']['throughput_rps'], 0)}, "
+        f"{_num(absolute['product']['p99_ms'])} "
+        f"| {_num(absolute['per_request']['throughput_rps'], 0)}, "
+        f"{_num(absolute['per_request']['p99_ms'])} |",
         "",
-        f"State ingestion (decisions/s merged, 8 calls in flight): batches of "
-        f"{ingest['batch_size']}: {ingest['batched_decisions_per_s']:.0f}/s; one call per "
-        f"decision: {ingest['per_decision_decisions_per_s']:.0f}/s; ratio "
-        f"{_fmt(ingest['ratio'])}.",
-        "",
-        "## Scale",
-        "",
-        f"Routing overhead as arms grow ({serving['arm_scaling']['concurrency']} clients; every "
-        "arm serves the same model deployment):",
-        "",
-        "| arms | p50 ratio | p99 ratio | throughput ratio | product p50 ms |",
-        "| --- | --- | --- | --- | --- |",
     ]
-    for k, entry in serving["arm_scaling"]["arms"].items():
-        ratio = entry["product_vs_random"]
-        lines.append(
-            f"| {k} | {_fmt(ratio['latency_ratio_p50'])} | {_fmt(ratio['latency_ratio_p99'])} "
-            f"| {_fmt(ratio['throughput_ratio'])} | {entry['absolute']['product']['p50_ms']:.2f} |"
-        )
-    replicas = serving["router_replicas"]
-    lines += [
+    ingest = serving.get("state_ingestion")
+    if ingest:
+        lines += [
+            f"State ingestion (decisions/s merged, 8 senders with one call in flight each): "
+            f"batches of {ingest['batch_size']}: {_num(ingest['batched_decisions_per_s'], 0)}/s;"
+            f" one call per decision: {_num(ingest['per_decision_decisions_per_s'], 0)}/s; "
+            f"ratio {_fmt(ingest['ratio'])}.",
+            "",
+        ]
+    return lines
+
+
+def _flood_table(flood: dict[str, Any] | None) -> list[str]:
+    if not flood:
+        return []
+    labels = {
+        "feedback_p50_ms": "feedback latency p50 (ms)",
+        "feedback_p99_ms": "feedback latency p99 (ms)",
+        "sync_delay_p50_ms": "sync delay p50 (ms): /predict answered -> count visible",
+        "sync_delay_p90_ms": "sync delay p90 (ms)",
+        "sync_delay_max_ms": "sync delay max (ms)",
+        "sync_age_p99_ms": "/healthz last_sync_age_s p99 (ms)",
+    }
+    lines = [
+        "## Report flood",
         "",
-        f"Router replicas ({replicas['concurrency']} clients, {replicas['cores']} cores shared by "
-        "the load generator, the Serve proxy, routers and models: throughput cannot scale past "
-        "the cores):",
+        f"`GET /experiments/main/report` from wrk with {flood['connections']} connections "
+        f"({_num(flood['flood_reports_per_s'], 0)} reports/s answered, "
+        f"{flood['flood_errors']} errors) vs no flood; windows of {flood['window_s']} s, "
+        "interleaved. Probes (one client each, from the driver): /predict then /feedback "
+        "(feedback timed); /predict on an otherwise idle experiment, then its summary polled "
+        "every 5 ms until the count shows (sync delay, measured from outside); /healthz every "
+        f"20 ms. Samples: {flood['samples']}.",
         "",
-        "| router replicas | throughput vs 1 replica | rps | p99 ms |",
+        "| figure | quiet | flood | flood / quiet |",
         "| --- | --- | --- | --- |",
     ]
-    for name, summary in replicas["throughput_ratio_vs_1"].items():
-        absolute = replicas["absolute"][name]
+    for key, label in labels.items():
         lines.append(
-            f"| {name[1:]} | {_fmt(summary)} | {absolute['throughput_rps']:.0f} "
-            f"| {absolute['p99_ms']:.2f} |"
+            f"| {label} | {_num(flood['absolute']['quiet'][key], 1)} "
+            f"| {_num(flood['absolute']['flood'][key], 1)} | {_fmt(flood['flood_vs_quiet'][key])} |"
         )
     return [*lines, ""]
+
+
+def _cold_table(cold: dict[str, Any] | None) -> list[str]:
+    if not cold:
+        return []
+    lines = [
+        "## Cold loads and memory (pool)",
+        "",
+        "A new version of each model is registered after the app started and loaded through "
+        "the pool (`handle.options(multiplexed_model_id=uri).load`); medians over the "
+        "repetitions. RSS added: the pool replica's VmRSS after minus before the load.",
+        "",
+        "| model | load s (from the driver) | load s (in the pool) | first predict ms "
+        "| warm predict ms | RSS added MiB (first load) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for model, row in cold["per_model"].items():
+        lines.append(
+            f"| {model} | {_num(row['load_s'], 3)} | {_num(row['pool_load_s'], 3)} "
+            f"| {_num(row['first_predict_ms'])} | {_num(row['warm_predict_ms'])} "
+            f"| {_num(row['rss_added_mib'], 1)} ({_num(row['rss_added_mib_first'], 1)}) |"
+        )
+    lines += [
+        "",
+        "Replica RSS (MiB): "
+        + ", ".join(f"{name} {_num(mib, 0)}" for name, mib in cold["replica_rss_mib"].items())
+        + f"; the pool started at {_num(cold['pool_rss_start_mib'], 0)} MiB with the two "
+        f"models of `main`, and holds {cold['pool_resident']} versions now.",
+        "",
+    ]
+    return lines
+
+
+def _profile_table(profile: dict[str, Any] | None) -> list[str]:
+    if not profile or "window" not in profile:
+        return []
+    window = profile["window"]
+    lines = [
+        "## Profile at 1 client (py-spy)",
+        "",
+        f"py-spy record (200 Hz, non-blocking) on the replicas while one client calls "
+        f"/predict (pool): p50 {_num(window['p50_ms'])} ms, p99 {_num(window['p99_ms'])} ms. "
+        f"Raw stacks: `{profile.get('raw')}`.",
+        "",
+        "| replica | main thread busy | top project frames (inclusive share of busy samples) |",
+        "| --- | --- | --- |",
+    ]
+    for name in ("router", "state", "pool"):
+        entry = profile.get(name)
+        if not entry or "error" in entry:
+            continue
+        frames = "; ".join(
+            f"`{f['frame']}` {f['share_of_busy']:.0%}" for f in entry["top_project_frames"][:6]
+        )
+        lines.append(f"| {name} | {entry['main_thread_busy_share']:.0%} | {frames} |")
+    return [*lines, ""]
+
+
+def _scale_tables(serving: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    arms = serving.get("arm_scaling")
+    if arms:
+        lines += [
+            "## Scale",
+            "",
+            f"Routing overhead as arms grow ({arms['concurrency']} clients; every arm serves "
+            "`logreg` from the pool; the random ingress calls the same pool):",
+            "",
+            "| arms | p50 ratio | p99 ratio | throughput ratio | CPU/request ratio "
+            "| product p50 ms |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for k, entry in arms["arms"].items():
+            ratio = entry["product_vs_random"]
+            lines.append(
+                f"| {k} | {_fmt(ratio['latency_ratio_p50'])} | {_fmt(ratio['latency_ratio_p99'])}"
+                f" | {_fmt(ratio['throughput_ratio'])} | {_fmt(ratio.get('cpu_ratio'))} "
+                f"| {_num(entry['absolute']['product']['p50_ms'])} |"
+            )
+        lines.append("")
+    replicas = serving.get("router_replicas")
+    if replicas:
+        lines += [
+            f"Router replicas ({replicas['concurrency']} clients, {replicas['cores']} cores "
+            "shared by the load generator, the Serve proxy, routers and models: throughput "
+            "cannot scale past the cores):",
+            "",
+            "| router replicas | throughput vs 1 replica | rps | p99 ms | Ray CPU ms/request |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name, summary in replicas["throughput_ratio_vs_1"].items():
+            absolute = replicas["absolute"][name]
+            lines.append(
+                f"| {name[1:]} | {_fmt(summary)} | {_num(absolute['throughput_rps'], 0)} "
+                f"| {_num(absolute['p99_ms'])} | {_num(absolute.get('cpu_ms_per_request'))} |"
+            )
+        lines.append("")
+    fallbacks = serving.get("fallbacks")
+    if fallbacks:
+        lines += [
+            "Fallbacks and errors counted by the product over the whole run: "
+            + ", ".join(f"{name} {n}" for name, n in fallbacks.items())
+            + ".",
+            "",
+        ]
+    return lines
 
 
 def _regret_tables(regret: dict[str, Any]) -> list[str]:
@@ -293,30 +475,29 @@ def plot(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
         fig.savefig(paths["chapelle_li_png"], dpi=70)
         plt.close(fig)
     serving = results.get("serving")
-    if serving:
+    if serving and "overhead" in serving:
         fig, ax = plt.subplots(figsize=(5, 3.4))
-        overhead = serving["router_overhead"]
-        clients = [int(c) for c in overhead]
+        levels = serving["overhead"]["levels"]
+        clients = [int(c) for c in levels]
         for metric in ("latency_ratio_p50", "latency_ratio_p99", "throughput_ratio"):
-            med = [overhead[str(c)]["product_vs_random"][metric]["median"] for c in clients]
-            low = [overhead[str(c)]["product_vs_random"][metric]["min"] for c in clients]
-            high = [overhead[str(c)]["product_vs_random"][metric]["max"] for c in clients]
+            summaries = [levels[str(c)]["pool_vs_two_hop"][metric] for c in clients]
+            med = [s["median"] for s in summaries]
             ax.errorbar(
                 clients,
                 med,
                 yerr=[
-                    [m - lo for m, lo in zip(med, low, strict=True)],
-                    [h - m for m, h in zip(med, high, strict=True)],
+                    [m - s["min"] for m, s in zip(med, summaries, strict=True)],
+                    [s["max"] - m for m, s in zip(med, summaries, strict=True)],
                 ],
                 marker="o",
                 capsize=3,
                 label=metric,
             )
-        ax.axhline(1.10, color="grey", linestyle=":", linewidth=1)
-        ax.axhline(0.90, color="grey", linestyle=":", linewidth=1)
+        for value in GOALS.values():
+            ax.axhline(value, color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent clients")
-        ax.set_ylabel("product / random ingress")
+        ax.set_ylabel("product (pool) / two-hop ingress")
         ax.legend(fontsize=7)
         fig.tight_layout()
         paths["router_png"] = out_dir / "router_overhead.png"
