@@ -200,13 +200,24 @@ class _Base:
         reward: float,
         metrics: Mapping[str, float] | None,
         label: bool | int | float | str | None = None,
+        covariate: float | None = None,
     ) -> _Call:
         body: dict[str, Any] = {"decision_id": decision_id, "reward": reward}
         if metrics:
             body["metrics"] = dict(metrics)
         if label is not None:
             body["label"] = label
+        if covariate is not None:
+            body["covariate"] = covariate
         return _Call("POST", "/feedback", body)
+
+    def _plan(self, name: str, params: Mapping[str, Any]) -> _Call:
+        query = {
+            key: str(value).lower() if isinstance(value, bool) else value
+            for key, value in params.items()
+            if value is not None
+        }
+        return _Call("GET", f"/experiments/{self._name(name)}/plan", params=query)
 
     @staticmethod
     def _name(name: str) -> str:
@@ -232,6 +243,21 @@ class _Base:
             params["after"] = after
         path = f"/experiments/{self._name(name)}/decisions"
         return _Call("GET", path, params=params, control=True)
+
+    def _ope(
+        self,
+        name: str,
+        policies: Sequence[str],
+        estimators: Sequence[str] | None,
+        level: float,
+        clip: float | None,
+    ) -> _Call:
+        params: dict[str, Any] = {"policy": list(policies), "level": level}
+        if estimators:
+            params["estimator"] = list(estimators)
+        if clip is not None:
+            params["clip"] = clip
+        return _Call("GET", f"/experiments/{self._name(name)}/ope", params=params, control=True)
 
     def _control(self, name: str, action: str, body: Mapping[str, Any]) -> _Call:
         method = "PUT" if action == "weights" else "POST"
@@ -301,11 +327,17 @@ class Client(_Base):
         *,
         metrics: Mapping[str, float] | None = None,
         label: bool | int | float | str | None = None,
+        covariate: float | None = None,
     ) -> FeedbackReceipt:
-        """Send a decision's reward, its metrics and the true label of its input (what the
-        decision log keeps for retraining); retried safely until acknowledged."""
-        call = self._feedback(decision_id, reward, metrics, label)
+        """Send a decision's reward, its metrics, the true label of its input (what the
+        decision log keeps for retraining) and the unit's pre-experiment covariate (CUPED);
+        retried safely until acknowledged."""
+        call = self._feedback(decision_id, reward, metrics, label, covariate)
         return _typed(FeedbackReceipt, self._send(call))
+
+    def plan(self, name: str, **params: Any) -> dict[str, Any]:
+        """Users and days to detect ``mde`` (see ``GET /experiments/{name}/plan``)."""
+        return dict(self._send(self._plan(name, params)))
 
     def experiments(self) -> list[dict[str, Any]]:
         return list(self._send(_Call("GET", "/experiments"))["experiments"])
@@ -343,6 +375,19 @@ class Client(_Base):
         """The experiment's retraining runs (control token)."""
         path = f"/experiments/{self._name(name)}/retraining"
         return list(self._send(_Call("GET", path, control=True))["runs"])
+
+    def ope(
+        self,
+        name: str,
+        policies: Sequence[str],
+        *,
+        estimators: Sequence[str] | None = None,
+        level: float = 0.95,
+        clip: float | None = None,
+    ) -> dict[str, Any]:
+        """Off-policy estimates of candidate policies on the experiment's decision log
+        (control token); see ``GET /experiments/{name}/ope``."""
+        return dict(self._send(self._ope(name, policies, estimators, level, clip)))
 
 
 class AsyncClient(_Base):
@@ -403,9 +448,13 @@ class AsyncClient(_Base):
         *,
         metrics: Mapping[str, float] | None = None,
         label: bool | int | float | str | None = None,
+        covariate: float | None = None,
     ) -> FeedbackReceipt:
-        body = await self._send(self._feedback(decision_id, reward, metrics, label))
+        body = await self._send(self._feedback(decision_id, reward, metrics, label, covariate))
         return _typed(FeedbackReceipt, body)
+
+    async def plan(self, name: str, **params: Any) -> dict[str, Any]:
+        return dict(await self._send(self._plan(name, params)))
 
     async def experiments(self) -> list[dict[str, Any]]:
         return list((await self._send(_Call("GET", "/experiments")))["experiments"])
@@ -418,3 +467,14 @@ class AsyncClient(_Base):
 
     async def control(self, name: str, action: str, **body: Any) -> dict[str, Any]:
         return dict(await self._send(self._control(name, action, body)))
+
+    async def ope(
+        self,
+        name: str,
+        policies: Sequence[str],
+        *,
+        estimators: Sequence[str] | None = None,
+        level: float = 0.95,
+        clip: float | None = None,
+    ) -> dict[str, Any]:
+        return dict(await self._send(self._ope(name, policies, estimators, level, clip)))

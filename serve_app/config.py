@@ -13,7 +13,10 @@ the path of every offending value, e.g.::
 from __future__ import annotations
 
 import difflib
+import functools
+import hashlib
 import itertools
+import json
 import os
 import re
 from pathlib import Path
@@ -23,6 +26,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bandits import POLICIES, Policy, PolicyConfigError, make_policy
+from bandits.contextual import (
+    CONTEXTUAL_POLICIES,
+    ContextSpec,
+    ContextualPolicy,
+    FeatureColumns,
+    make_contextual_policy,
+)
 from serve_app.errors import ConfigError
 from serve_app.models.uris import parse_model_uri, pinned, registry_version
 
@@ -201,6 +211,17 @@ class ShadowConfig(ModelConfig):
     percent: float = Field(100.0, ge=0.0, le=100.0, description="share of requests mirrored")
 
 
+class RatioMetricConfig(StrictModel):
+    """A ratio metric ``sum(numerator) / sum(denominator)`` over units (revenue per session
+    when sessions per user vary), both feedback metrics the experiment declares. Each
+    feedback carrying both adds one unit; the report compares the arms with the delta
+    method's variance (frequentist, Bayesian and sequential)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    numerator: str = Field(pattern=NAME_PATTERN, description="a declared feedback metric")
+    denominator: str = Field(pattern=NAME_PATTERN, description="a declared feedback metric")
+
+
 class MetricGuardrail(StrictModel):
     """A metric sent with feedback (``"metrics": {"<name>": value}``) that a challenger must
     not make worse than the control does.
@@ -334,13 +355,19 @@ class PolicyConfig(StrictModel):
 
     @model_validator(mode="after")
     def _known_policy(self) -> PolicyConfig:
-        if self.name not in POLICIES:
-            close = difflib.get_close_matches(self.name, list(POLICIES), n=1)
+        known = [*POLICIES, *CONTEXTUAL_POLICIES]
+        if self.name not in known:
+            close = difflib.get_close_matches(self.name, known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ValueError(
-                f"unknown policy {self.name!r}; {hint}(known: {', '.join(sorted(POLICIES))})"
+                f"unknown policy {self.name!r}; {hint}(known: {', '.join(sorted(known))})"
             )
         return self
+
+    @property
+    def contextual(self) -> bool:
+        """A contextual policy (:data:`bandits.contextual.CONTEXTUAL_POLICIES`)."""
+        return self.name in CONTEXTUAL_POLICIES
 
 
 class ConceptDriftConfig(StrictModel):
@@ -431,6 +458,15 @@ class RetrainConfig(StrictModel):
     ray_actor_options: ActorOptions = ActorOptions(num_cpus=1.0)
     challenger: ChallengerConfig = ChallengerConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        """YAML 1.1 (PyYAML, which ``serve run`` uses) reads a bare ``on:`` key as the
+        boolean true: take it as ``on``."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if key is True else key): value for key, value in data.items()}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> RetrainConfig:
         if ("schedule" in self.on) != (self.schedule_s is not None):
@@ -473,8 +509,17 @@ class ExperimentConfig(StrictModel):
         description="feedback metrics this experiment accepts besides its guardrail metrics; "
         "any other name is refused (422)",
     )
+    ratio_metrics: list[RatioMetricConfig] = Field(
+        [], description="ratios of two declared metrics per unit, compared in the report"
+    )
     concept_drift: ConceptDriftConfig | None = Field(None, description="watch reward drops")
     decision_log: DecisionLogConfig | None = Field(None, description="record decisions")
+    context: dict[str, Any] | None = Field(
+        None,
+        description="the context vector of a contextual policy: {intercept, fields: [...]} "
+        "(see bandits.contextual.ContextSpec): named fields of the request's 'context' and "
+        "chosen feature columns of its row",
+    )
     retrain: RetrainConfig | None = Field(None, description="the closed loop")
     parent: str | None = Field(
         None, pattern=NAME_PATTERN, description="set by the app on a retraining challenger"
@@ -538,11 +583,51 @@ class ExperimentConfig(StrictModel):
         self._check_metrics()
         if self.retrain is not None:
             self._check_retrain()
+        self._check_context()
         try:
             self.build_policy(revision=1)
+            self.build_contextual_policy(revision=1)
         except PolicyConfigError as error:
             raise ValueError(f"policy.params: {error}") from None
         return self
+
+    def _check_context(self) -> None:
+        """A contextual policy needs a ``context`` (and a ``decision_log``: the context and
+        propensity of each decision are what its feedback teaches and OPE reads); a
+        context-free one takes none."""
+        if not self.policy.contextual:
+            if self.context is not None:
+                raise ValueError(
+                    f"context: policy {self.policy.name!r} is not contextual; use one of "
+                    f"{', '.join(sorted(CONTEXTUAL_POLICIES))} or remove 'context'"
+                )
+            return
+        if self.context is None:
+            raise ValueError(
+                f"context: required by the contextual policy {self.policy.name!r} (e.g. "
+                "{fields: [{name: device, type: categorical, vocabulary: [ios, android]}]})"
+            )
+        if self.decision_log is None:
+            raise ValueError(
+                f"decision_log: required by the contextual policy {self.policy.name!r}: it "
+                "learns from each decision's logged context when its feedback arrives"
+            )
+        if self.sticky_assignments:
+            raise ValueError(
+                "sticky_assignments: a contextual policy chooses per context, not per unit"
+            )
+        try:
+            spec = _context_spec(json.dumps(self.context, sort_keys=True))
+        except PolicyConfigError as error:
+            raise ValueError(f"context: {error}") from None
+        columns = [f for f in spec.fields if isinstance(f, FeatureColumns)]
+        if columns and self.n_features is not None:
+            top = max(max(f.indices) for f in columns)
+            if top >= self.n_features:
+                raise ValueError(
+                    f"context: feature column {top} is out of range: rows have "
+                    f"{self.n_features} features"
+                )
 
     def _check_retrain(self) -> None:
         if self.decision_log is None:
@@ -564,6 +649,19 @@ class ExperimentConfig(StrictModel):
                 raise ValueError(f"metrics: {name!r} is not a valid metric name ({NAME_PATTERN})")
         if len(set(self.metrics)) != len(self.metrics):
             raise ValueError(f"metrics: a name is listed twice in {self.metrics}")
+        names = [ratio.name for ratio in self.ratio_metrics]
+        if len(set(names)) != len(names):
+            raise ValueError(f"ratio_metrics: a name is listed twice in {names}")
+        declared = self.declared_metrics
+        for ratio in self.ratio_metrics:
+            for part in ("numerator", "denominator"):
+                if getattr(ratio, part) not in declared:
+                    raise ValueError(
+                        f"ratio_metrics {ratio.name!r}: {part} {getattr(ratio, part)!r} is not "
+                        f"a declared metric (declared: {', '.join(declared) or 'none'})"
+                    )
+            if ratio.numerator == ratio.denominator:
+                raise ValueError(f"ratio_metrics {ratio.name!r}: numerator is the denominator")
 
     def _check_weights(self, names: list[str]) -> None:
         weights = [arm.weight for arm in self.arms]
@@ -624,10 +722,48 @@ class ExperimentConfig(StrictModel):
         return sorted({*self.metrics, *(rule.name for rule in self.guardrails.metrics)})
 
     def build_policy(self, revision: int) -> Policy:
-        """The experiment's policy for one revision: the one factory every process uses."""
+        """The experiment's policy for one revision: the one factory every process uses.
+
+        For a contextual experiment this is the context-free view its per-arm statistics
+        are kept in (counts, rewards, the verdict): an equal split that never routes; the
+        router routes with :meth:`build_contextual_policy`.
+        """
+        if self.policy.contextual:
+            share = 1.0 / len(self.arms)
+            weights = {arm.name: share for arm in self.arms}
+            weights[self.arms[-1].name] = 1.0 - share * (len(self.arms) - 1)
+            salt = f"{self.name}:{revision}"
+            return make_policy("fixed", self.arm_names, {"weights": weights, "salt": salt})
         return make_policy(
             self.policy.name, self.arm_names, self.policy_params(revision), seed=self.seed
         )
+
+    def build_contextual_policy(self, revision: int) -> ContextualPolicy | None:
+        """The contextual policy of one revision (None for a context-free experiment), over
+        the dimension of :attr:`context_spec`; its learned statistics are set by the caller."""
+        spec = self.context_spec
+        if spec is None:
+            return None
+        return make_contextual_policy(
+            self.policy.name, self.arm_names, spec.dim, self.policy_params(revision), seed=self.seed
+        )
+
+    @property
+    def context_spec(self) -> ContextSpec | None:
+        """The encoding of the request context (None without a contextual policy)."""
+        if self.context is None or not self.policy.contextual:
+            return None
+        return _context_spec(json.dumps(self.context, sort_keys=True))
+
+    @property
+    def context_key(self) -> str | None:
+        """Names the encoding: learned ridge statistics are kept per key, so a changed
+        encoding (other fields, means, vocabularies) starts learning afresh."""
+        spec = self.context_spec
+        if spec is None:
+            return None
+        canonical = json.dumps(spec.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(canonical).hexdigest()[:16]
 
     def policy_params(self, revision: int) -> dict[str, Any]:
         """Policy parameters; a fixed split's weights come from the arms and its hashing salt
@@ -637,6 +773,12 @@ class ExperimentConfig(StrictModel):
             params["weights"] = {arm.name: float(arm.weight or 0.0) for arm in self.arms}
             params.setdefault("salt", f"{self.name}:{revision}")
         return params
+
+
+@functools.lru_cache(maxsize=256)
+def _context_spec(canonical: str) -> ContextSpec:
+    """A context spec from its canonical JSON (cached: configs are frozen and compared)."""
+    return ContextSpec.from_dict(json.loads(canonical))
 
 
 def ramp_weights(

@@ -7,6 +7,9 @@ Commands:
     status       Show the server's per-arm statistics for one or all experiments.
     report       Fetch an experiment's report, print its tables and write report.json,
                  PNG charts and a self-contained report.html into a folder.
+    ope          Off-policy estimates of candidate policies on an experiment's decision log.
+    plan         Users and days to detect an effect with a given power, from a running
+                 experiment's own traffic or from explicit numbers offline.
 
 Every command talks to the app through :mod:`serve_app.client`; the simulator is
 :func:`serve_app.cli.simulate.run_simulation`.
@@ -40,6 +43,7 @@ __all__ = [
     "data_dir_default",
     "experiment_table",
     "main",
+    "ope_table",
     "parse_reward_rates",
     "tally_table",
 ]
@@ -406,6 +410,172 @@ def decisions(
         raise typer.Exit(1) from None
     written = write_decisions(rows, out)
     console.print(f"wrote {written} decisions to {out}", highlight=False, markup=False)
+
+
+def ope_table(result: Mapping[str, Any]) -> Table:
+    """The estimates of ``GET /experiments/{name}/ope`` as a table, one row per candidate
+    and estimator."""
+    level = float(result.get("level", 0.95))
+    table = Table(
+        title=f"{result['experiment']}: off-policy estimates on {result['records']} logged "
+        f"decisions (logged mean reward {_fmt(result.get('logged_reward'))})"
+    )
+    for column in ("candidate", "estimator", "value", f"{100 * level:g}% interval", "ESS"):
+        table.add_column(
+            column, justify="left" if column in ("candidate", "estimator") else "right"
+        )
+    table.add_column("warning")
+    for row in result["results"]:
+        interval = f"[{_fmt(row.get('ci_low'))}, {_fmt(row.get('ci_high'))}]"
+        table.add_row(
+            str(row["candidate"]),
+            str(row["estimator"]),
+            _fmt(row.get("value")),
+            interval,
+            _fmt(row.get("ess"), 1),
+            str(row.get("reason") or "") if row.get("warning") else "",
+        )
+    return table
+
+
+@app.command()
+def ope(
+    experiment: Annotated[str, typer.Argument(help="The experiment whose decision log to use.")],
+    policy: Annotated[
+        list[str],
+        typer.Option(
+            "--policy",
+            help="A candidate (repeatable): uniform, always:<arm>, fixed:a=0.3,b=0.7, "
+            "policy:<name>, contextual:<name>, experiment, optionally followed by JSON "
+            "parameters, or a JSON candidate.",
+        ),
+    ],
+    estimator: Annotated[
+        list[str] | None,
+        typer.Option("--estimator", help="ips, snips, dm or dr (repeatable; default all)."),
+    ] = None,
+    level: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
+    clip: Annotated[
+        float | None, typer.Option(help="Cap the importance weights at this (biased).")
+    ] = None,
+    url: Annotated[
+        str, typer.Option(help="Base URL of the running app.", callback=_url_option)
+    ] = DEFAULT_URL,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON answer.")] = False,
+    control_token: Annotated[str | None, CONTROL_OPTION] = None,
+) -> None:
+    """What would other policies have earned on the traffic an experiment already served?"""
+    import json
+
+    try:
+        with Client(url, control_token=control_token) as client:
+            result = client.ope(
+                experiment, policy, estimators=estimator or None, level=level, clip=clip
+            )
+    except BanditServeError as exc:
+        console.print(f"[red]error:[/red] {_reason(url, exc)}")
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        console.print(ope_table(result))
+
+
+@app.command()
+def plan(
+    experiment: Annotated[
+        str | None,
+        typer.Argument(help="The experiment whose traffic to plan from (omit offline)."),
+    ] = None,
+    mde: Annotated[
+        float, typer.Option(help="Effect to detect: a fraction (0.05 = 5%) unless --absolute.")
+    ] = 0.05,
+    absolute: Annotated[
+        bool, typer.Option("--absolute", help="--mde is an absolute difference.")
+    ] = False,
+    power: Annotated[float, typer.Option(help="Chance to detect it, in [0.5, 0.99].")] = 0.8,
+    alpha: Annotated[float, typer.Option(help="False-positive level (family-wise).")] = 0.05,
+    alternative: Annotated[
+        str, typer.Option(help="two-sided, greater or less (sequential and fixed).")
+    ] = "two-sided",
+    rule: Annotated[str, typer.Option(help="all, fixed, sequential or bayesian.")] = "all",
+    baseline: Annotated[
+        float | None, typer.Option(help="Control mean (offline: required; online: override).")
+    ] = None,
+    sd: Annotated[
+        float | None,
+        typer.Option(help="Standard deviation of a continuous metric (offline: none = a rate)."),
+    ] = None,
+    daily_traffic: Annotated[
+        float | None, typer.Option(help="Decisions per day over all arms (override).")
+    ] = None,
+    arms: Annotated[int, typer.Option(help="Offline: arms, control included.")] = 2,
+    url: Annotated[
+        str, typer.Option(help="Base URL of the running app.", callback=_url_option)
+    ] = DEFAULT_URL,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan JSON.")] = False,
+    token: Annotated[str | None, TOKEN_OPTION] = None,
+) -> None:
+    """How many users and days at today's traffic to detect an effect with a given power."""
+    import json
+
+    from serve_app.cli.plan import inputs_line, offline_plan, plan_table
+    from serve_app.experiment.planning import RULES, PlanError
+
+    if alternative not in ("two-sided", "greater", "less"):
+        console.print(
+            f"[red]error:[/red] --alternative: two-sided, greater or less, not {alternative!r}"
+        )
+        raise typer.Exit(2)
+    if rule not in ("all", *RULES):
+        console.print(f"[red]error:[/red] --rule: all, fixed, sequential or bayesian, not {rule!r}")
+        raise typer.Exit(2)
+    options: dict[str, Any] = {
+        "mde": mde,
+        "relative": not absolute,
+        "power": power,
+        "alpha": alpha,
+        "alternative": alternative,
+        "rule": rule,
+    }
+    if experiment is None:
+        if baseline is None:
+            console.print(
+                "[red]error:[/red] name an experiment of a running app, or plan offline with "
+                "--baseline (and --sd for a continuous metric, --daily-traffic for days)"
+            )
+            raise typer.Exit(2)
+        problem = None
+        if not (mde > 0 and 0.5 <= power <= 0.99 and 0 < alpha <= 0.5 and arms >= 2):
+            problem = "--mde > 0, --power in [0.5, 0.99], --alpha in (0, 0.5], --arms >= 2"
+        elif (sd is not None and not sd > 0) or (
+            daily_traffic is not None and not daily_traffic > 0
+        ):
+            problem = "--sd and --daily-traffic must be > 0"
+        if problem:
+            console.print(f"[red]error:[/red] {problem}")
+            raise typer.Exit(2)
+        try:
+            body = offline_plan(
+                baseline=baseline, sd=sd, daily_traffic=daily_traffic, arms=arms, **options
+            )
+        except (PlanError, ValueError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+    else:
+        overrides = {"baseline": baseline, "sd": sd, "daily_traffic": daily_traffic}
+        try:
+            with Client(url, token=token) as client:
+                body = client.plan(experiment, **options, **overrides)
+        except BanditServeError as exc:
+            console.print(f"[red]error:[/red] {_reason(url, exc)}")
+            raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    console.print(plan_table(body))
+    console.print(inputs_line(body), highlight=False, markup=False)
+    console.print(body["summary"], highlight=False, markup=False)
 
 
 def main() -> None:

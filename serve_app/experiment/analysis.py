@@ -7,7 +7,11 @@ the lifecycle's decisions and the report are one computation, tested directly:
   Holm-adjusted p-values, Bayesian chance to win and risk, the always-valid sequential test);
 - :func:`evaluate_stopping`: the configured stopping rule, with every rule's status spelt out;
 - :func:`evaluate_guardrails`: error rate, p95 latency and feedback metrics of each challenger
-  against the control.
+  against the control;
+- :func:`decision_estimate`: which estimator decides (pooled, or period-weighted where the
+  weights changed between periods), and the per-arm summaries the decisions then take;
+- :func:`cuped_comparisons` and :func:`ratio_comparisons`: CUPED-adjusted effects beside the
+  plain ones, and ratio metrics with the delta method's variance.
 
 Relative effects are ``(mean_arm - mean_control) / |mean_control|`` throughout.
 """
@@ -22,16 +26,20 @@ from typing import Any
 from bandits import ArmStats
 from bandits.stats import (
     MetricStats,
+    PeriodWeightedMean,
     ProbBestResult,
     ProportionStats,
     SampleStats,
+    TTestResult,
     adjust_pvalues,
     bayesian_effect,
+    cuped_effect,
+    period_weighted_means,
     sequential_test,
     welch_ttest,
 )
-from serve_app.config import GuardrailConfig, MetricGuardrail, StoppingConfig
-from serve_app.experiment.records import LatencyHistogram
+from serve_app.config import GuardrailConfig, MetricGuardrail, RatioMetricConfig, StoppingConfig
+from serve_app.experiment.records import CUPED, LatencyHistogram, PairSums
 
 
 def metric_stats(stats: ArmStats, reward: str) -> MetricStats:
@@ -59,6 +67,14 @@ def posterior(stats: ArmStats, reward: str) -> dict[str, Any]:
     return {"family": "normal", "mean": sample.mean if sample.n else 0.0, "sd": sd}
 
 
+def _summaries(
+    arms: Mapping[str, ArmStats], reward: str, given: Mapping[str, MetricStats] | None
+) -> dict[str, MetricStats]:
+    """The summaries of ``arms``: ``given`` ones where there are, else the pooled ones."""
+    given = given or {}
+    return {arm: given.get(arm) or metric_stats(value, reward) for arm, value in arms.items()}
+
+
 def _usable(stats: MetricStats) -> bool:
     """Enough data for a comparison: two observations (proportions: one)."""
     return stats.n >= (1 if isinstance(stats, ProportionStats) else 2)
@@ -71,22 +87,24 @@ def compare(
     *,
     alpha: float = 0.05,
     tuning: float = 5000.0,
+    summaries: Mapping[str, MetricStats] | None = None,
 ) -> list[dict[str, Any]]:
     """Every other arm against ``control``: fixed-horizon, Bayesian and sequential results.
 
     The fixed-horizon p-values are Holm-adjusted over the challengers; ``significant`` is the
     adjusted p-value (sequential: its own always-valid p-value, Bonferroni over the
-    challengers) below ``alpha``. Arms without data get ``None`` results.
+    challengers) below ``alpha``. Arms without data get ``None`` results. ``summaries``
+    (from :func:`decision_estimate`) replace the pooled summaries of ``arms``.
     """
-    base = metric_stats(arms[control], reward)
+    summaries = _summaries(arms, reward, summaries)
+    base = summaries[control]
     challengers = [arm for arm in arms if arm != control]
     sequential = {
-        row["arm"]: row["sequential"]
-        for row in _sequential_rows(arms, control, reward, alpha, tuning)
+        row["arm"]: row["sequential"] for row in _sequential_rows(summaries, control, alpha, tuning)
     }
     rows: list[dict[str, Any]] = []
     for arm in challengers:
-        treatment = metric_stats(arms[arm], reward)
+        treatment = summaries[arm]
         row: dict[str, Any] = {"arm": arm, "control": control}
         if _usable(base) and _usable(treatment):
             welch = welch_ttest(base, treatment, alpha=alpha)
@@ -119,15 +137,15 @@ def compare(
 
 
 def _sequential_rows(
-    arms: Mapping[str, ArmStats], control: str, reward: str, alpha: float, tuning: float
+    summaries: Mapping[str, MetricStats], control: str, alpha: float, tuning: float
 ) -> list[dict[str, Any]]:
     """The sequential part of :func:`compare`, alone for the stopping rule (which runs every
     second and needs neither the Welch nor the Bayesian results)."""
-    base = metric_stats(arms[control], reward)
-    challengers = [arm for arm in arms if arm != control]
+    base = summaries[control]
+    challengers = [arm for arm in summaries if arm != control]
     rows = []
     for arm in challengers:
-        treatment = metric_stats(arms[arm], reward)
+        treatment = summaries[arm]
         sequential = None
         if _usable(base) and _usable(treatment):
             result = sequential_test(base, treatment, alpha=alpha, tuning=tuning)
@@ -155,13 +173,15 @@ class RuleCheck:
 
 @dataclass(frozen=True)
 class StoppingDecision:
-    """Whether to stop now, with which winner, and why (``rules``: every rule's status)."""
+    """Whether to stop now, with which winner, and why (``rules``: every rule's status;
+    ``estimator``: ``pooled`` or ``period_weighted``, the summaries the rule judged)."""
 
     met: bool
     winner: str | None
     reason: str
     rules: tuple[RuleCheck, ...] = field(default_factory=tuple)
     expired: bool = False
+    estimator: str = "pooled"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -176,6 +196,8 @@ def evaluate_stopping(
     reward: str,
     elapsed_s: float,
     verdict: ProbBestResult | None,
+    summaries: Mapping[str, MetricStats] | None = None,
+    estimator: str = "pooled",
 ) -> StoppingDecision:
     """Apply the stopping rule to the arms still in the experiment (``arms``, control
     included); ``verdict`` is their P(best) and expected loss (None: too little data), the
@@ -186,7 +208,9 @@ def evaluate_stopping(
     always-valid test rejects at ``alpha / (K - 1)``; the best significantly better challenger
     wins, the control wins when every challenger is significantly worse. Both wait until each
     arm has ``min_samples_per_arm`` feedback; past ``max_duration_s`` the decision is
-    ``expired`` (the experiment stops on the control).
+    ``expired`` (the experiment stops on the control). ``summaries`` (from
+    :func:`decision_estimate`) replace the pooled summaries of ``arms`` in the sequential
+    rule (the Bayesian one reads ``verdict``, computed from the same summaries).
     """
     checks: list[RuleCheck] = []
     fewest = min(stats.feedback for stats in arms.values())
@@ -236,7 +260,8 @@ def evaluate_stopping(
                     f"loss {losses[best]:.6f}"
                 )
     else:
-        rows = _sequential_rows(arms, control, reward, rules.alpha, rules.tuning)
+        summaries = _summaries(arms, reward, summaries)
+        rows = _sequential_rows(summaries, control, rules.alpha, rules.tuning)
         better = [
             row
             for row in rows
@@ -282,12 +307,15 @@ def evaluate_stopping(
         reason = f"no answer after {elapsed_s:.0f} s (max_duration_s {rules.max_duration_s:g})"
     if winner is None and not expired:
         reason = "not yet: " + "; ".join(check.detail for check in checks if not check.met)
+    if winner is not None and estimator != "pooled":
+        reason += f" ({estimator.replace('_', '-')} estimator)"
     return StoppingDecision(
         met=winner is not None or expired,
         winner=winner,
         reason=reason,
         rules=tuple(checks),
         expired=winner is None and expired,
+        estimator=estimator,
     )
 
 
@@ -397,3 +425,226 @@ def evaluate_guardrails(
                 )
             )
     return checks
+
+
+# ---------------------------------------------------------------- which estimator decides
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The per-arm summaries the decisions take, and the estimator that made them.
+
+    ``estimator`` is ``"pooled"`` (each arm's sums over the whole experiment) or
+    ``"period_weighted"`` (:func:`bandits.stats.period_weighted_means`); ``reason`` says why.
+    """
+
+    estimator: str
+    reason: str
+    summaries: Mapping[str, MetricStats]
+    periods: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"estimator": self.estimator, "reason": self.reason, "periods": self.periods}
+
+
+def weighted_summary(weighted: PeriodWeightedMean) -> SampleStats:
+    """A :class:`SampleStats` with the period-weighted ``mean`` and standard error ``se``.
+
+    Every test reads a summary through its mean, its per-observation variance ``v`` and its
+    size ``n`` (``se**2 = v / n``), so with ``v = n se**2`` the Welch, Bayesian and sequential
+    tests run on the period-weighted estimate unchanged::
+
+        sum = n mean,   sum_squares = (n - 1) v + n mean**2
+
+    >>> s = weighted_summary(PeriodWeightedMean(mean=0.3, se=0.02, n=100, periods=2))
+    >>> round(s.mean, 12), round(math.sqrt(s.variance / s.n), 12)
+    (0.3, 0.02)
+    """
+    n = weighted.n
+    variance = weighted.se**2 * n
+    return SampleStats(n, n * weighted.mean, (n - 1) * variance + n * weighted.mean**2)
+
+
+def decision_estimate(
+    arms: Mapping[str, ArmStats],
+    periods: Mapping[int, Mapping[str, ArmStats]],
+    reward: str,
+    adaptive: bool = False,
+) -> Estimate:
+    """Which estimator the comparisons and stopping rules use, with its per-arm summaries.
+
+    A period is a revision; the weights change only between revisions for a fixed split
+    or a ramp. Pooling an arm's feedback across periods with different weights confounds
+    the arm with the period (Simpson's paradox: an arm that got most of its traffic while
+    every arm did well looks better than it is). So when the compared ``arms`` have feedback
+    in two or more periods, each arm's mean is the period-weighted one over the periods in
+    which every arm has feedback (all arms weighted by the same period traffic), and its
+    standard error that estimator's; otherwise the pooled sums decide. ``adaptive`` (a
+    bandit, whose weights move within a period) is said in the reason: there the pooled
+    estimate is the one the state holds; an inverse-propensity estimate needs the decision
+    log.
+    """
+    with_data = [
+        {arm: stats for arm, stats in period.items() if arm in arms and stats.feedback}
+        for _, period in sorted(periods.items())
+    ]
+    with_data = [period for period in with_data if period]
+    # compare the arms over the same periods only: those in which every arm has feedback
+    common = [period for period in with_data if set(period) == set(arms)]
+    if len(with_data) >= 2 and common:
+        weighted = period_weighted_means(
+            [{arm: metric_stats(s, reward) for arm, s in period.items()} for period in common]
+        )
+        summaries: dict[str, MetricStats] = {}
+        for arm, stats in arms.items():
+            found = weighted.get(arm)
+            summaries[arm] = (
+                weighted_summary(found)
+                if found is not None and found.n >= 2
+                else metric_stats(stats, reward)
+            )
+        left_out = len(with_data) - len(common)
+        return Estimate(
+            "period_weighted",
+            f"the weights changed between {len(with_data)} periods (revisions): each arm's "
+            f"per-period means over the {len(common)} periods in which every arm has feedback"
+            + (f" ({left_out} left out)" if left_out else "")
+            + ", weighted by the periods' traffic, so a period's general level is not "
+            "credited to the arm that got more traffic then (Simpson's paradox)",
+            summaries,
+            len(common),
+        )
+    reason = "one period: the weights did not change between revisions"
+    if adaptive:
+        reason += (
+            "; the policy adapts its weights within the period, where pooled means can be "
+            "confounded with time (an inverse-propensity estimate needs the decision log)"
+        )
+    return Estimate(
+        "pooled",
+        reason,
+        {arm: metric_stats(stats, reward) for arm, stats in arms.items()},
+        len(with_data),
+    )
+
+
+# ---------------------------------------------------------------- CUPED and ratio metrics
+
+
+def _test(result: TTestResult) -> dict[str, Any]:
+    return {
+        "estimate": result.estimate,
+        "se": result.se,
+        "ci": list(result.ci),
+        "p_value": result.p_value,
+    }
+
+
+def cuped_comparisons(
+    pairs: Mapping[str, Mapping[str, PairSums]],
+    control: str,
+    challengers: Sequence[str],
+    *,
+    alpha: float = 0.05,
+) -> list[dict[str, Any]] | None:
+    """Each challenger against the control on the reward of the units that sent a
+    covariate: the CUPED-adjusted relative effect and interval beside the plain one.
+
+    :func:`bandits.stats.cuped_effect` with ``theta`` pooled over the two arms and the
+    relative lift on the unadjusted control mean; ``variance_reduction`` is ``1 -
+    se_adjusted**2 / se_plain**2``. None when no feedback carried a covariate; a row whose
+    arms have fewer than 2 such units each has ``None`` results and says so.
+    """
+    if not any(CUPED in per_arm for per_arm in pairs.values()):
+        return None
+    empty = PairSums()
+    base = pairs.get(control, {}).get(CUPED, empty)
+    rows: list[dict[str, Any]] = []
+    for arm in challengers:
+        treatment = pairs.get(arm, {}).get(CUPED, empty)
+        row: dict[str, Any] = {
+            "arm": arm,
+            "control": control,
+            "units": {control: base.n, arm: treatment.n},
+        }
+        if min(base.n, treatment.n) < 2:
+            row.update(adjusted=None, unadjusted=None, theta=None, variance_reduction=None)
+            row["detail"] = "fewer than 2 units with a covariate in an arm"
+        else:
+            try:
+                result = cuped_effect(base.cuped(), treatment.cuped(), alpha=alpha)
+            except ValueError as error:  # impossible sums: say so, never a p-value
+                row.update(adjusted=None, unadjusted=None, theta=None, variance_reduction=None)
+                row["detail"] = str(error)
+            else:
+                row.update(
+                    adjusted=_test(result.adjusted),
+                    unadjusted=_test(result.unadjusted),
+                    theta=result.theta,
+                    variance_reduction=result.variance_reduction,
+                )
+        rows.append(row)
+    return rows
+
+
+def ratio_comparisons(
+    ratios: Sequence[RatioMetricConfig],
+    pairs: Mapping[str, Mapping[str, PairSums]],
+    control: str,
+    challengers: Sequence[str],
+    *,
+    alpha: float = 0.05,
+    tuning: float = 5000.0,
+) -> list[dict[str, Any]]:
+    """Per ratio metric, each arm's ``sum(num) / sum(den)`` and each challenger's relative
+    effect: Welch with the delta method's variance, the Bayesian chance to win and the
+    always-valid sequential test (see :class:`bandits.stats.RatioStats`)."""
+    out: list[dict[str, Any]] = []
+    empty = PairSums()
+    for ratio in ratios:
+        arms = [control, *challengers]
+        sums = {arm: pairs.get(arm, {}).get(ratio.name, empty) for arm in arms}
+        entry: dict[str, Any] = {
+            "name": ratio.name,
+            "numerator": ratio.numerator,
+            "denominator": ratio.denominator,
+            "arms": {},
+            "comparisons": [],
+        }
+        stats = {}
+        for arm, value in sums.items():
+            try:
+                stats[arm] = value.ratio()
+            except ValueError as error:
+                entry["arms"][arm] = {"units": value.n, "value": None, "detail": str(error)}
+                continue
+            entry["arms"][arm] = {
+                "units": value.n,
+                "value": stats[arm].mean if value.n and value.sum_y else None,
+                "numerator_sum": value.sum_x,
+                "denominator_sum": value.sum_y,
+            }
+        for arm in challengers:
+            row: dict[str, Any] = {"arm": arm, "control": control}
+            base, treatment = stats.get(control), stats.get(arm)
+            if base is None or treatment is None or min(base.n, treatment.n) < 2:
+                row.update(frequentist=None, bayesian=None, sequential=None)
+            else:
+                welch = welch_ttest(base, treatment, alpha=alpha)
+                bayes = bayesian_effect(base, treatment, alpha=alpha)
+                seq = sequential_test(base, treatment, alpha=alpha, tuning=tuning)
+                row["frequentist"] = _test(welch)
+                row["bayesian"] = {
+                    "chance_to_win": bayes.chance_to_win,
+                    "mean": bayes.mean,
+                    "ci": list(bayes.ci),
+                    "risk": list(bayes.risk),
+                }
+                row["sequential"] = {
+                    "estimate": seq.estimate,
+                    "ci": list(seq.ci),
+                    "p_value": seq.p_value,
+                }
+            entry["comparisons"].append(row)
+        out.append(entry)
+    return out

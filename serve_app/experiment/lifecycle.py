@@ -72,8 +72,16 @@ def judge(live: LiveExperiment, now: float) -> Judgement:
     if config.stopping is not None and live.active_arms:
         stats = {arm: live.policy.stats[arm] for arm in live.active_arms}
         elapsed = now - (live.started_at or now)
+        estimate = live.estimate(live.active_arms)
         stopping = evaluate_stopping(
-            config.stopping, stats, control, config.reward, elapsed, live.verdict()
+            config.stopping,
+            stats,
+            control,
+            config.reward,
+            elapsed,
+            live.verdict(),
+            summaries=estimate.summaries,
+            estimator=estimate.estimator,
         )
     if live.status != "running":
         return Judgement(checks, stopping)

@@ -21,15 +21,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bandits import ArmStats, Policy
+from bandits.contextual import ContextualPolicy, RidgeStats
 from bandits.stats import ProbBestResult, prob_best, srm_test
 from serve_app.config import ExperimentConfig
-from serve_app.experiment.analysis import GuardrailCheck, StoppingDecision, metric_stats
+from serve_app.experiment.analysis import (
+    Estimate,
+    GuardrailCheck,
+    StoppingDecision,
+    cuped_comparisons,
+    decision_estimate,
+    metric_stats,
+    ratio_comparisons,
+)
 from serve_app.experiment.concept import ConceptDrift
 from serve_app.experiment.drift import ExperimentDrift
 from serve_app.experiment.records import (
     ArmCounts,
     Delta,
     LatencyHistogram,
+    PairSums,
     ShadowCounts,
 )
 
@@ -48,19 +58,27 @@ class ExperimentSnapshot:
     stats: Mapping[str, ArmStats]
     config: ExperimentConfig | None = None  # sent only when the router's revision is old
     delegate: str | None = None  # the retraining challenger that takes this traffic now
+    context_stats: Mapping[str, RidgeStats] | None = None  # a contextual policy's, per arm
 
 
-def verdict(stats: Mapping[str, ArmStats], reward: str) -> ProbBestResult | None:
+def verdict(
+    stats: Mapping[str, ArmStats], reward: str, summaries: Mapping[str, Any] | None = None
+) -> ProbBestResult | None:
     """P(arm is best) and expected loss ``E[max_j mu_j - mu_k]`` of every arm, by seeded
     Monte Carlo over the posteriors of :func:`bandits.stats.prob_best` (binary:
-    ``Beta(1 + s, 1 + n - s)``; continuous: ``N(mean, s^2 / n)``).
+    ``Beta(1 + s, 1 + n - s)``; continuous: ``N(mean, s^2 / n)``). ``summaries`` (the
+    period-weighted ones of :func:`~serve_app.experiment.analysis.decision_estimate`, each
+    ``N(mean, se^2)``) replace the pooled summaries of ``stats``.
 
     None without arms, or when a continuous arm has fewer than 2 rewards (no posterior
     variance yet).
     """
     if not stats:
         return None
-    summaries = {arm: metric_stats(value, reward) for arm, value in stats.items()}
+    if summaries is None:
+        summaries = {arm: metric_stats(value, reward) for arm, value in stats.items()}
+    else:
+        summaries = {arm: summaries[arm] for arm in stats}
     if reward == "continuous" and any(s.n < 2 for s in summaries.values()):
         return None
     return prob_best(summaries, draws=VERDICT_DRAWS, seed=0)
@@ -83,6 +101,10 @@ class LiveExperiment:
     metrics: dict[str, dict[str, ArmStats]] = field(default_factory=dict)
     # routing counts of the current revision (a ramp step waits on these)
     period_counts: dict[str, ArmCounts] = field(default_factory=dict)
+    # CUPED ("_cuped") and ratio-metric pair sums per arm and name
+    pairs: dict[str, dict[str, PairSums]] = field(default_factory=dict)
+    # learned statistics per period (revision) and arm: the period-weighted estimator's input
+    periods: dict[int, dict[str, ArmStats]] = field(default_factory=dict)
     started_at: float | None = None
     period_started_at: float = field(default_factory=time.time)
     excluded: dict[str, str] = field(default_factory=dict)  # arm -> why it was rolled back
@@ -93,16 +115,30 @@ class LiveExperiment:
     drift: ExperimentDrift | None = None
     concept: ConceptDrift | None = None
     delegate: str | None = None  # a running retraining challenger takes this traffic
+    # the routing policy of a contextual experiment, holding the learned ridge statistics
+    # (``policy`` then keeps the context-free per-arm statistics)
+    contextual: ContextualPolicy | None = None
     _verdict_key: tuple[Any, ...] | None = None
     _verdict: ProbBestResult | None = None
 
     @classmethod
     def create(
-        cls, config: ExperimentConfig, revision: int, stats: Mapping[str, ArmStats], **values: Any
+        cls,
+        config: ExperimentConfig,
+        revision: int,
+        stats: Mapping[str, ArmStats],
+        context_stats: Mapping[str, RidgeStats] | None = None,
+        **values: Any,
     ) -> LiveExperiment:
-        """A live experiment whose policy is built for ``revision`` and holds ``stats``."""
+        """A live experiment whose policy is built for ``revision`` and holds ``stats`` (and
+        a contextual one's ridge statistics, ``context_stats``)."""
         policy = config.build_policy(revision)
         policy.set_stats({arm: stats.get(arm, ArmStats()) for arm in config.arm_names})
+        contextual = config.build_contextual_policy(revision)
+        if contextual is not None and context_stats:
+            arms = set(contextual.arms)
+            contextual.set_stats({a: s for a, s in context_stats.items() if a in arms})
+        values.setdefault("contextual", contextual)
         values.setdefault("outcome", None)
         values.setdefault("winner", None)
         return cls(config=config, revision=revision, policy=policy, **values)
@@ -142,9 +178,15 @@ class LiveExperiment:
             if period == self.revision:
                 self.period_counts[arm] = self.period_counts.get(arm, ArmCounts()) + counts
             learned[arm] = learned.get(arm, ArmStats()) + ArmStats(pulls=counts.pulls)
-        for (experiment, _, arm), rewards in delta.rewards.items():
+        for (experiment, period, arm), rewards in delta.rewards.items():
             if experiment == name and arm in self.policy.stats:
                 learned[arm] = learned.get(arm, ArmStats()) + rewards
+                per_period = self.periods.setdefault(period, {})
+                per_period[arm] = per_period.get(arm, ArmStats()) + rewards
+        for (experiment, _, arm, pair), pair_sums in delta.pairs.items():
+            if experiment == name:
+                per_arm_pairs = self.pairs.setdefault(arm, {})
+                per_arm_pairs[pair] = per_arm_pairs.get(pair, PairSums()) + pair_sums
         for (experiment, _, arm, metric), sums in delta.metrics.items():
             if experiment == name:
                 per_arm = self.metrics.setdefault(arm, {})
@@ -152,6 +194,14 @@ class LiveExperiment:
         for (experiment, shadow), counts in delta.shadows.items():
             if experiment == name:
                 self.shadows[shadow] = self.shadows.get(shadow, ShadowCounts()) + counts
+        if self.contextual is not None:
+            ridge = {
+                arm: stats
+                for (experiment, arm), stats in delta.ridge.items()
+                if experiment == name and stats.dim == self.contextual.dim
+            }
+            if ridge:
+                self.contextual.update(ridge)
         if learned:
             self.policy.update(learned)
 
@@ -162,9 +212,15 @@ class LiveExperiment:
         """Route on ``config`` from ``revision`` on: a new policy holding the same stats and
         a new period (its counts start at zero)."""
         stats = dict(self.policy.stats)
+        same_context = config.context_key == self.config.context_key
+        learned = dict(self.contextual.stats) if self.contextual and same_context else {}
         self.config, self.revision = config, revision
         self.policy = config.build_policy(revision)
         self.policy.set_stats(stats)
+        # a new encoding starts learning afresh (the store keeps ridge stats per encoding)
+        self.contextual = config.build_contextual_policy(revision)
+        if self.contextual is not None and learned:
+            self.contextual.set_stats(learned)
         self.period_counts = {}
         self.period_started_at = now
 
@@ -174,13 +230,19 @@ class LiveExperiment:
         (large: read :meth:`ExperimentDrift.full` on the loop)."""
         policy = self.config.build_policy(self.revision)
         policy.set_stats(self.policy.stats)
+        contextual = self.config.build_contextual_policy(self.revision)
+        if contextual is not None and self.contextual is not None:
+            contextual.set_stats(self.contextual.stats)
         return dataclasses.replace(
             self,
             policy=policy,
+            contextual=contextual,
             counts=dict(self.counts),
             shadows=dict(self.shadows),
             latency=dict(self.latency),
             metrics={arm: dict(values) for arm, values in self.metrics.items()},
+            pairs={arm: dict(values) for arm, values in self.pairs.items()},
+            periods={period: dict(values) for period, values in self.periods.items()},
             period_counts=dict(self.period_counts),
             excluded=dict(self.excluded),
             recommendation=copy.deepcopy(self.recommendation),
@@ -200,6 +262,7 @@ class LiveExperiment:
             stats=dict(self.policy.stats),
             config=self.config if with_config else None,
             delegate=self.delegate,
+            context_stats=dict(self.contextual.stats) if self.contextual else None,
         )
 
     def verdict(self) -> ProbBestResult | None:
@@ -208,9 +271,42 @@ class LiveExperiment:
         stats = {arm: self.policy.stats[arm] for arm in self.active_arms}
         key = tuple((a, s.feedback, s.reward_sum, s.reward_sum_squares) for a, s in stats.items())
         if key != self._verdict_key:
-            self._verdict = verdict(stats, self.config.reward)
+            estimate = self.estimate(self.active_arms)
+            summaries = estimate.summaries if estimate.estimator != "pooled" else None
+            self._verdict = verdict(stats, self.config.reward, summaries)
             self._verdict_key = key
         return self._verdict
+
+    def estimate(self, arms: list[str] | None = None) -> Estimate:
+        """Which estimator decides for ``arms`` (default: the arms still in, plus the
+        control), and their summaries (see
+        :func:`~serve_app.experiment.analysis.decision_estimate`)."""
+        names = list(arms if arms is not None else self.active_arms)
+        if self.control not in names:
+            names.append(self.control)
+        stats = {arm: self.policy.stats[arm] for arm in names}
+        adaptive = self.config.policy.name != "fixed"
+        return decision_estimate(stats, self.periods, self.config.reward, adaptive)
+
+    def analysis(self) -> dict[str, Any]:
+        """Which estimator decides (and why), the CUPED comparisons when feedback carried
+        covariates (else None) and the configured ratio metrics, for the arms still in."""
+        estimate = self.estimate()
+        challengers = [arm for arm in self.active_arms if arm != self.control]
+        rules = self.config.stopping
+        alpha, tuning = (rules.alpha, rules.tuning) if rules else (0.05, 5000.0)
+        return {
+            **estimate.to_dict(),
+            "cuped": cuped_comparisons(self.pairs, self.control, challengers, alpha=alpha),
+            "ratio_metrics": ratio_comparisons(
+                self.config.ratio_metrics,
+                self.pairs,
+                self.control,
+                challengers,
+                alpha=alpha,
+                tuning=tuning,
+            ),
+        }
 
     def weights(self) -> dict[str, float]:
         """Current routing probabilities: the policy's renormalised over the arms still in,
@@ -219,6 +315,8 @@ class LiveExperiment:
         if route_to is not None:
             return {arm: float(arm == route_to) for arm in self.config.arm_names}
         weights = self.policy.weights()
+        if self.contextual is not None:
+            weights = self._marginal_weights(weights)
         if not self.excluded:
             return weights
         kept = {arm: w for arm, w in weights.items() if arm not in self.excluded}
@@ -226,6 +324,16 @@ class LiveExperiment:
         if total <= 0:
             return weights
         return {arm: kept.get(arm, 0.0) / total for arm in weights}
+
+    def _marginal_weights(self, uniform: dict[str, float]) -> dict[str, float]:
+        """A contextual policy's weights depend on the context: its average routing
+        probability over this revision's decisions (the sum of every arm's probability per
+        decision, ``ArmCounts.expected``), or the equal split before any."""
+        expected = {arm: self.period_counts.get(arm, ArmCounts()).expected for arm in uniform}
+        total = sum(expected.values())
+        if total <= 0:
+            return uniform
+        return {arm: value / total for arm, value in expected.items()}
 
     def calls(self) -> dict[str, tuple[int, int]]:
         """Per arm (routed calls, failed routed calls): what the error guardrail judges.
@@ -351,6 +459,7 @@ class LiveExperiment:
             "recommendation": self.recommendation,
             "mlflow_run_id": self.mlflow_run_id,
             "drift": self.drift_summary(),
+            "analysis": self.analysis(),
             "delegate": self.delegate,
             "parent": self.config.parent,
             "arms": arms,

@@ -44,12 +44,17 @@ from enum import StrEnum
 from typing import Any, Self
 
 from bandits import ArmStats
+from bandits.contextual import RidgeStats
 from bandits.drift import SampledBatch
+from bandits.stats import CupedStats, RatioStats
 
 MAX_ABS_VALUE = 1e15
 """The largest magnitude a reward, metric or covariate may have (see the module docstring)."""
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+CUPED = "_cuped"
+"""The pair-sums name of CUPED (reward, covariate); a metric name cannot start with ``_``."""
 
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -165,6 +170,70 @@ class ShadowCounts(Additive):
 
 
 @dataclass(frozen=True, slots=True)
+class PairSums(Additive):
+    """Sums of a pair ``(x, y)`` over ``n`` units, additive like the reward sums.
+
+    Two uses, one layout: CUPED (name :data:`CUPED`: ``x`` the reward, ``y`` the unit's
+    pre-experiment covariate) and ratio metrics (the ratio's name: ``x`` its numerator,
+    ``y`` its denominator metric). Every ``x`` and ``y`` is bounded by
+    :data:`MAX_ABS_VALUE` where it enters, so every sum stays finite (module docstring).
+
+    >>> s = PairSums.of([(3.0, 1.0), (5.0, 3.0)])
+    >>> s.n, s.sum_xy, s.cuped().covariance
+    (2, 18.0, 2.0)
+    """
+
+    n: int = 0
+    sum_x: float = 0.0
+    sum_y: float = 0.0
+    sum_xx: float = 0.0
+    sum_yy: float = 0.0
+    sum_xy: float = 0.0
+
+    def __post_init__(self) -> None:
+        _count("n", self.n)
+        for name in ("sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidRecord(name, f"must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise InvalidRecord(name, f"must be finite, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.sum_xx < 0 or self.sum_yy < 0:
+            raise InvalidRecord("sum_xx", "sums of squares must be >= 0")
+
+    @classmethod
+    def of(cls, pairs: Iterable[tuple[float, float]]) -> PairSums:
+        """The sums of ``pairs`` (``math.fsum``: the same in any order)."""
+        values = list(pairs)
+        xs, ys = [x for x, _ in values], [y for _, y in values]
+        return cls(
+            n=len(values),
+            sum_x=math.fsum(xs),
+            sum_y=math.fsum(ys),
+            sum_xx=math.fsum(x * x for x in xs),
+            sum_yy=math.fsum(y * y for y in ys),
+            sum_xy=math.fsum(x * y for x, y in values),
+        )
+
+    def cuped(self) -> CupedStats:
+        """As the metric (``x``) and covariate (``y``) of :func:`bandits.stats.cuped_effect`.
+
+        Raises:
+            ValueError: The sums are impossible (a negative variance).
+        """
+        return CupedStats(self.n, self.sum_x, self.sum_xx, self.sum_y, self.sum_yy, self.sum_xy)
+
+    def ratio(self) -> RatioStats:
+        """As the numerator (``x``) and denominator (``y``) of a ratio metric.
+
+        Raises:
+            ValueError: The sums are impossible (a negative variance).
+        """
+        return RatioStats(self.n, self.sum_x, self.sum_y, self.sum_xx, self.sum_yy, self.sum_xy)
+
+
+@dataclass(frozen=True, slots=True)
 class LatencyHistogram:
     """Model-call latencies of one arm: a count per :data:`LATENCY_BUCKETS` bucket (the last
     one is +Inf) and the sum of the observed seconds.
@@ -224,6 +293,9 @@ class FeedbackRecord:
     ``metrics`` are sorted ``(name, value)`` pairs of declared metrics; ``commit_id`` names
     the HTTP request, so the store can tell the router's own retry (same id) from a client
     repeating a request that was answered already (another id, same content).
+    ``covariate`` is the unit's pre-experiment value for CUPED (None: not sent); ``ratios``
+    are the ``(name, numerator, denominator)`` ratio metrics of the experiment whose two
+    metrics this feedback carries, so :func:`feedback_delta` sums their pairs.
     """
 
     decision_key: str
@@ -237,9 +309,13 @@ class FeedbackRecord:
     metrics: tuple[tuple[str, float], ...] = ()
     commit_id: str = ""
     label: Label | None = None
+    covariate: float | None = None
+    ratios: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reward", bounded("reward", self.reward))
+        if self.covariate is not None:
+            object.__setattr__(self, "covariate", bounded("covariate", self.covariate))
         object.__setattr__(self, "label", checked_label(self.label))
         propensity = float(self.propensity)
         if not 0.0 < propensity <= 1.0:
@@ -252,10 +328,22 @@ class FeedbackRecord:
         if len({name for name, _ in pairs}) != len(pairs):
             raise InvalidRecord("metrics", "a metric is named twice")
         object.__setattr__(self, "metrics", tuple(pairs))
+        sent = dict(pairs)
+        for ratio in self.ratios:
+            name, numerator, denominator = ratio
+            if not NAME_PATTERN.match(name) or numerator not in sent or denominator not in sent:
+                raise InvalidRecord("metrics", f"ratio metric {ratio!r} lacks its metrics")
+        object.__setattr__(self, "ratios", tuple(sorted(self.ratios)))
 
-    def same_outcome(self, reward: float, metrics: Mapping[str, float]) -> bool:
+    def same_outcome(
+        self, reward: float, metrics: Mapping[str, float], covariate: float | None = None
+    ) -> bool:
         """Does a stored feedback for this decision say exactly what this one says?"""
-        return reward == self.reward and dict(self.metrics) == dict(metrics)
+        return (
+            reward == self.reward
+            and dict(self.metrics) == dict(metrics)
+            and covariate == self.covariate
+        )
 
 
 Label = bool | int | float | str
@@ -324,21 +412,35 @@ class Delta:
     """What one committed batch adds: the store writes it, the state adds it to memory.
 
     ``rewards`` and ``metrics`` hold :class:`~bandits.ArmStats` with ``feedback = n``,
-    ``reward_sum`` and ``reward_sum_squares``; ``arms`` the routing counts. Keys carry the
-    period (revision) so counts under different weights stay apart.
+    ``reward_sum`` and ``reward_sum_squares``; ``arms`` the routing counts; ``pairs`` the
+    :class:`PairSums` of CUPED and ratio metrics per ``(experiment, period, arm, name)``.
+    Keys carry the period (revision) so counts under different weights stay apart.
     """
 
     arms: Mapping[ArmKey, ArmCounts] = field(default_factory=dict)
     rewards: Mapping[ArmKey, ArmStats] = field(default_factory=dict)
     metrics: Mapping[tuple[str, int, str, str], ArmStats] = field(default_factory=dict)
     shadows: Mapping[tuple[str, str], ShadowCounts] = field(default_factory=dict)
+    pairs: Mapping[tuple[str, int, str, str], PairSums] = field(default_factory=dict)
+    # contextual experiments: (experiment, arm) -> the ridge statistics of the decisions
+    # whose context and learned reward met in the decision log in this batch
+    ridge: Mapping[tuple[str, str], RidgeStats] = field(default_factory=dict)
 
     def experiments(self) -> set[str]:
-        keys: Iterable[tuple[Any, ...]] = [*self.arms, *self.rewards, *self.metrics, *self.shadows]
+        keys: Iterable[tuple[Any, ...]] = [
+            *self.arms,
+            *self.rewards,
+            *self.metrics,
+            *self.shadows,
+            *self.pairs,
+            *self.ridge,
+        ]
         return {key[0] for key in keys}
 
     def is_empty(self) -> bool:
-        return not (self.arms or self.rewards or self.metrics or self.shadows)
+        return not (
+            self.arms or self.rewards or self.metrics or self.shadows or self.pairs or self.ridge
+        )
 
 
 def counts_delta(batch: SyncBatch, known: Mapping[str, set[str]]) -> Delta:
@@ -361,10 +463,12 @@ def feedback_delta(records: Iterable[FeedbackRecord]) -> Delta:
     """Sums of the learned rewards and metrics of newly stored feedback, per period and arm.
 
     ``n``, ``sum(x)`` and ``sum(x**2)`` with ``math.fsum``, so the same records give the same
-    sums in whatever order they were committed.
+    sums in whatever order they were committed; likewise the :class:`PairSums` of
+    ``(reward, covariate)`` (CUPED) and of each ratio metric's ``(numerator, denominator)``.
     """
     rewards: dict[ArmKey, list[float]] = {}
     metrics: dict[tuple[str, int, str, str], list[float]] = {}
+    pairs: dict[tuple[str, int, str, str], list[tuple[float, float]]] = {}
     for record in records:
         if not record.learned:
             continue
@@ -372,7 +476,13 @@ def feedback_delta(records: Iterable[FeedbackRecord]) -> Delta:
         rewards.setdefault(key, []).append(record.reward)
         for name, value in record.metrics:
             metrics.setdefault((*key, name), []).append(value)
+        if record.covariate is not None:
+            pairs.setdefault((*key, CUPED), []).append((record.reward, record.covariate))
+        sent = dict(record.metrics)
+        for name, numerator, denominator in record.ratios:
+            pairs.setdefault((*key, name), []).append((sent[numerator], sent[denominator]))
     return Delta(
         rewards={key: ArmStats.from_rewards(values, pulls=0) for key, values in rewards.items()},
         metrics={key: ArmStats.from_rewards(values, pulls=0) for key, values in metrics.items()},
+        pairs={key: PairSums.of(values) for key, values in pairs.items()},
     )

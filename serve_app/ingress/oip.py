@@ -23,7 +23,8 @@ bodies through: :func:`allow_binary_body`), and :meth:`Router.serve_rows
 ``/predict``. The response's ``parameters`` carry ``decision_id`` (for ``POST /feedback``),
 ``arm``, ``propensity``, ``experiment``, ``fallback``, ``forced`` and the registry
 ``model_version``; its ``model_version`` is the arm. A request parameter ``unit_id`` is the
-``unit_id`` of ``/predict`` (sticky assignments, a fixed split per unit).
+``unit_id`` of ``/predict`` (sticky assignments, a fixed split per unit), and ``context`` its
+``context`` (what a contextual experiment routes on).
 
 Errors are the protocol's ``{"error": "<message>"}``, with the messages of our own API and
 its status codes, except that a malformed request (the protocol has no 422, and a batch over
@@ -59,6 +60,7 @@ from serve_app.ingress.oip_metadata import (
     metadata_document,
     read_tensors,
 )
+from serve_app.ingress.schemas import checked_context
 
 __all__ = [
     "OpenInferenceCore",
@@ -356,8 +358,10 @@ class OpenInferenceCore:
         unit_id = request.parameters.get("unit_id")
         if unit_id is not None and not isinstance(unit_id, str):
             raise InvalidRequest("parameters.unit_id must be a string", field="parameters")
+        context = checked_context(request.parameters.get("context"), "parameters.context")
+        extra = {} if context is None else {"context": context}
         served = await self.serve_rows(  # type: ignore[attr-defined]
-            routed, features, unit_id=unit_id, forced_arm=arm
+            routed, features, unit_id=unit_id, forced_arm=arm, **extra
         )
         spec = tensors.outputs[0]
         tensor = codec.prediction_tensor(spec.name, served.predictions, spec.datatype)

@@ -38,6 +38,7 @@ from serve_app.errors import (
     InvalidRequest,
     NotFound,
 )
+from serve_app.experiment.contextual import encode_request
 from serve_app.experiment.records import (
     LATENCY_BUCKETS,
     FeedbackOutcome,
@@ -55,6 +56,7 @@ from serve_app.ingress.logbook import DecisionLogEndpoints
 from serve_app.ingress.oip import OpenInferenceEndpoints, allow_binary_body
 from serve_app.ingress.oip_grpc import OpenInferenceGrpc
 from serve_app.ingress.placement import Placements
+from serve_app.ingress.planning import PlanEndpoints
 from serve_app.ingress.routing import Route, RoutedExperiment
 from serve_app.ingress.schemas import (
     AuditEntry,
@@ -128,7 +130,9 @@ class RouterMetrics:
 
 @serve.deployment
 @serve.ingress(app)
-class Router(OpenInferenceEndpoints, OpenInferenceGrpc, UiEndpoints, DecisionLogEndpoints):
+class Router(
+    OpenInferenceEndpoints, OpenInferenceGrpc, UiEndpoints, DecisionLogEndpoints, PlanEndpoints
+):
     """The HTTP ingress of one bandit-serve application.
 
     The mixins add the Open Inference Protocol (:mod:`serve_app.ingress.oip`), the live
@@ -276,7 +280,9 @@ class Router(OpenInferenceEndpoints, OpenInferenceGrpc, UiEndpoints, DecisionLog
             self.auth.force(authorization)
         routed = self._experiment(body.experiment)
         features = check_features(body.features, routed.config, self.limits)
-        served = await self.serve_rows(routed, features, unit_id=body.unit_id, forced_arm=forced)
+        served = await self.serve_rows(
+            routed, features, unit_id=body.unit_id, forced_arm=forced, context=body.context
+        )
         return PredictResponse(**served.response())
 
     async def serve_rows(
@@ -286,10 +292,16 @@ class Router(OpenInferenceEndpoints, OpenInferenceGrpc, UiEndpoints, DecisionLog
         *,
         unit_id: str | None = None,
         forced_arm: str | None = None,
+        context: dict[str, Any] | None = None,
     ) -> Served:
         """Decide, call and record one request of checked feature rows: the core that every
-        protocol's endpoint shares (the same decision, counts and learning)."""
-        route = routed.route(unit_id, forced_arm)
+        protocol's endpoint shares (the same decision, counts and learning). A contextual
+        experiment routes on ``context`` (and the row) encoded by its spec (422 naming the
+        field when they do not fit it)."""
+        vector = None
+        if routed.context_spec is not None:
+            vector = encode_request(routed.context_spec, context, features)
+        route = routed.route(unit_id, forced_arm, vector)
         if route.learned and unit_id and routed.config.sticky_assignments:
             route = await self._sticky(routed, unit_id, route)
         self._count(routed, route)
@@ -311,6 +323,7 @@ class Router(OpenInferenceEndpoints, OpenInferenceGrpc, UiEndpoints, DecisionLog
                     issued_at=token.issued_at,
                     features=tuple(map(tuple, features[: log.max_rows_per_request].tolist())),
                     predictions=tuple(answer.predictions[: log.max_rows_per_request]),
+                    context=None if vector is None else tuple(vector.tolist()),
                 )
             )
         return Served(
@@ -426,6 +439,12 @@ class Router(OpenInferenceEndpoints, OpenInferenceGrpc, UiEndpoints, DecisionLog
                 metrics=tuple(metrics.items()),
                 commit_id=uuid.uuid4().hex[:16],
                 label=body.label,
+                covariate=body.covariate,
+                ratios=tuple(
+                    (ratio.name, ratio.numerator, ratio.denominator)
+                    for ratio in config.ratio_metrics
+                    if ratio.numerator in metrics and ratio.denominator in metrics
+                ),
             )
         except InvalidRecord as error:
             raise InvalidRequest(str(error), field=error.field) from None
@@ -482,7 +501,12 @@ class Router(OpenInferenceEndpoints, OpenInferenceGrpc, UiEndpoints, DecisionLog
             self.auth.data(request.headers.get("authorization"))
         except BanditServeError:
             return health
-        return {**health, "experiments": list(self.experiments), "circuits": self._circuits()}
+        return {
+            **health,
+            "experiments": list(self.experiments),
+            "circuits": self._circuits(),
+            "decisions_dropped": self.link.outbox.dropped_decisions,
+        }
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics_endpoint(self, request: Request) -> PlainTextResponse:

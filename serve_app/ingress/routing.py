@@ -8,6 +8,8 @@ A decision is one of:
   ``w_a + (sum_O w) w_a / H = w_a / H``, ``H = sum_{b not in O} w_b``, which is the
   propensity logged for every decision while ``O`` is not empty, so learning and
   inverse-propensity estimates stay unbiased;
+- for a contextual experiment, the same on the contextual policy's probabilities for the
+  request's context vector (:mod:`serve_app.experiment.contextual`);
 - a forced arm (a QA override, token-protected) or the one arm of a paused or concluded
   experiment, with propensity 1 and kept out of learning. A forced arm whose circuit is open
   is not called: the request gets 503 (retry later), the arm is left alone.
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bandits import Decision, Policy
+from bandits.contextual import ContextSpec, ContextualPolicy
 from serve_app.config import CircuitConfig, ExperimentConfig, ModelConfig
 from serve_app.errors import InvalidRequest, Unavailable
 from serve_app.experiment.live import ExperimentSnapshot
@@ -57,6 +60,12 @@ class RoutedExperiment:
     excluded: frozenset[str] = frozenset()  # rolled back by a guardrail: weight 0
     delegate: str | None = None  # a retraining challenger serves this traffic while it runs
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    contextual: ContextualPolicy | None = None  # routes a contextual experiment
+    context_spec: ContextSpec | None = None  # encodes its requests' context
+
+    def __post_init__(self) -> None:
+        self.contextual = self.config.build_contextual_policy(self.revision)
+        self.context_spec = self.config.context_spec
 
     @classmethod
     def create(
@@ -92,15 +101,25 @@ class RoutedExperiment:
             self.config = snapshot.config
         if snapshot.revision != self.revision:
             self.policy = self.config.build_policy(snapshot.revision)
+            self.contextual = self.config.build_contextual_policy(snapshot.revision)
+            self.context_spec = self.config.context_spec
             self.revision = snapshot.revision
         self.status = snapshot.status
         self.route_to = snapshot.route_to
         self.excluded = snapshot.excluded
         self.delegate = snapshot.delegate
         self.policy.set_stats(snapshot.stats)
+        if self.contextual is not None and snapshot.context_stats is not None:
+            arms = set(self.contextual.arms)
+            learned = {a: s for a, s in snapshot.context_stats.items() if a in arms}
+            if all(s.dim == self.contextual.dim for s in learned.values()):
+                self.contextual.set_stats(learned)
 
-    def route(self, unit_id: str | None, forced_arm: str | None) -> Route:
-        """Decide the arm for one request.
+    def route(
+        self, unit_id: str | None, forced_arm: str | None, context: np.ndarray | None = None
+    ) -> Route:
+        """Decide the arm for one request (``context``: its encoded vector, for a
+        contextual experiment).
 
         Raises:
             InvalidRequest: a forced arm that is not an arm of the experiment (422).
@@ -122,15 +141,23 @@ class RoutedExperiment:
             return Route(forced_arm, 1.0, learned=False, forced=True)
         if self.route_to is not None:
             return Route(self.route_to, 1.0, learned=False)
-        decision, weights = self._select_healthy(unit_id)
+        decision, weights = self._select_healthy(unit_id, context)
         return Route(decision.arm, decision.propensity, learned=True, weights=weights)
 
-    def _select_healthy(self, unit_id: str | None) -> tuple[Decision, dict[str, float]]:
+    def _select_healthy(
+        self, unit_id: str | None, context: np.ndarray | None = None
+    ) -> tuple[Decision, dict[str, float]]:
         """The decision, and the probabilities every arm had of it (for SRM checks)."""
         refusing = {arm for arm, breaker in self.breakers.items() if breaker.refuses()}
         refusing |= self.excluded
-        decision = self.policy.select(unit_id)
-        weights = self.policy.weights()
+        if self.contextual is not None:
+            if context is None:  # the router encodes every request of a contextual experiment
+                raise InvalidRequest("context: required by this experiment", field="context")
+            decision = self.contextual.select(context)
+            weights = self.contextual.probabilities(context)
+        else:
+            decision = self.policy.select(unit_id)
+            weights = self.policy.weights()
         if not refusing:
             self.breakers[decision.arm].allows()
             return decision, weights

@@ -8,13 +8,69 @@ are checked by the router, which knows them.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+
+from serve_app.errors import InvalidRequest
 
 
 class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+MAX_CONTEXT_STRING = 256
+
+
+def _context_value(value: Any) -> Any:
+    """A context value is a JSON scalar: a string (at most 256 characters), a finite
+    number, a boolean or null (what a contextual experiment's spec then checks by field)."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_CONTEXT_STRING:
+            raise ValueError(f"must be at most {MAX_CONTEXT_STRING} characters")
+        return value
+    raise ValueError("must be a string, a number, a boolean or null")
+
+
+ContextValue = Annotated[Any, AfterValidator(_context_value)]
+ContextObject = Annotated[
+    dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], ContextValue],
+    Field(max_length=64),
+]
+_CONTEXT: TypeAdapter[dict[str, Any]] = TypeAdapter(ContextObject)
+
+
+def checked_context(value: Any, where: str) -> dict[str, Any] | None:
+    """A ``context`` that arrived outside :class:`PredictRequest` (the Open Inference
+    Protocol's ``parameters.context``), checked as that field is.
+
+    Raises:
+        InvalidRequest: Not an object of at most 64 scalar fields (422 naming ``where``).
+    """
+    if value is None:
+        return None
+    try:
+        return _CONTEXT.validate_python(value, strict=True)
+    except ValidationError as error:
+        first = error.errors()[0]
+        path = ".".join(str(part) for part in first["loc"] if part != "[key]")
+        field = f"{where}.{path}" if path else where
+        raise InvalidRequest(f"{field}: {first['msg']}", field=field) from None
 
 
 class PredictRequest(StrictBody):
@@ -38,6 +94,12 @@ class PredictRequest(StrictBody):
         max_length=64,
         description="force this arm (QA; also the X-Bandit-Arm header); needs the control or "
         "QA token; not learned from",
+    )
+    context: ContextObject | None = Field(
+        None,
+        description="named fields a contextual experiment routes on (its 'context' spec "
+        "says which, and their types); other experiments ignore it",
+        examples=[{"device": "ios", "age": 31}],
     )
 
 
@@ -75,6 +137,12 @@ class FeedbackRequest(StrictBody):
         description="the true label of the decision's input, when known (accuracy, label "
         "drift, and the rows retraining learns from)",
         examples=[7],
+    )
+    covariate: float | None = Field(
+        None,
+        description="the unit's pre-experiment value of the reward (last month's spend): "
+        "CUPED variance reduction in the analysis; finite, |value| <= 1e15",
+        examples=[12.5],
     )
 
 
@@ -155,6 +223,11 @@ class ExperimentSummary(BaseModel):
         None,
         description="drift tracking: alert, max_psi, drifted_features, drifted_arms, rows, "
         "reference (model or warmup); details at GET /experiments/{name}/drift",
+    )
+    analysis: dict[str, Any] | None = Field(
+        None,
+        description="estimator (pooled or period_weighted) that the comparisons and stopping "
+        "rule use and why; CUPED-adjusted effects (null without covariates); ratio metrics",
     )
     delegate: str | None = Field(
         None, description="the retraining challenger that serves this experiment's traffic now"

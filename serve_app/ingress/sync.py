@@ -132,6 +132,13 @@ class Outbox:
         if len(self._decisions) > MAX_LOGGED_DECISIONS:
             del self._decisions[next(iter(self._decisions))]
             self.dropped_decisions += 1
+            if self.dropped_decisions % 1000 == 1:  # the first, then every thousandth
+                logger.warning(
+                    "decision log: %d decisions dropped while the state was away (the outbox "
+                    "holds at most %d)",
+                    self.dropped_decisions,
+                    MAX_LOGGED_DECISIONS,
+                )
 
     def holds_decision(self, keys: Iterable[str]) -> bool:
         """Is one of these decisions still waiting here for the next batch?"""

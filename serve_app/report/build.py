@@ -8,7 +8,13 @@ Served as ``GET /experiments/{name}/report``, printed and drawn by ``bandit-serv
   whether a guardrail rolled the arm back (and why), the posterior of its mean, and its
   period-weighted mean (robust to weights changing over time: Simpson's paradox);
 - ``comparisons``: each challenger against the control
-  (:func:`serve_app.experiment.analysis.compare`);
+  (:func:`serve_app.experiment.analysis.compare`), on the summaries of the estimator that
+  decides;
+- ``estimator``: which one (``pooled``, or ``period_weighted`` where the weights changed
+  between periods) and why;
+- ``cuped``: CUPED-adjusted effects beside the plain ones, with the variance reduction (null
+  when no feedback carried a covariate); ``ratio_metrics``: each configured ratio metric per
+  arm and its delta-method comparisons;
 - ``srm``, ``stopping``, ``guardrails``, ``ramp``: the lifecycle's view now;
 - ``timeline``: cumulative per-arm counts sampled as decisions accumulate (at most the
   requested number of samples, spread over the whole history);
@@ -19,6 +25,9 @@ Served as ``GET /experiments/{name}/report``, printed and drawn by ``bandit-serv
 - ``closed_loop``: the experiment's retraining runs (trigger, rows, version, challenger,
   outcome), the challenger it delegates to now, and its parent when it is a challenger
   (null for an experiment outside the loop);
+- ``offpolicy``: with a decision log, off-policy estimates of the uniform split and of each
+  arm alone on the logged decisions (:mod:`serve_app.experiment.offpolicy`; null without a
+  log, ``results`` empty with too few records);
 - ``mlflow_run_id``: the run recording the conclusion.
 """
 
@@ -46,6 +55,7 @@ def build_report(
     periods: Sequence[dict[str, ArmStats]],
     drift: dict[str, Any] | None = None,
     retraining: Sequence[dict[str, Any]] | None = None,
+    offpolicy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report of ``live`` with its stored history (timeline, audit log or None when the
     reader may not see it, per-period stats, retraining runs).
@@ -96,6 +106,8 @@ def build_report(
     compared.setdefault(live.control, stats[live.control])
     rules = config.stopping
     alpha, tuning = (rules.alpha, rules.tuning) if rules else (0.05, 5000.0)
+    estimate = live.estimate(list(compared))
+    analysis = live.analysis()
     srm_p = live.srm_p_value()
     now = time.time()
     return {
@@ -112,7 +124,17 @@ def build_report(
         "started_at": live.started_at,
         "duration_s": now - live.started_at if live.started_at else 0.0,
         "arms": arms,
-        "comparisons": compare(compared, live.control, reward, alpha=alpha, tuning=tuning),
+        "comparisons": compare(
+            compared,
+            live.control,
+            reward,
+            alpha=alpha,
+            tuning=tuning,
+            summaries=estimate.summaries,
+        ),
+        "estimator": estimate.to_dict(),
+        "cuped": analysis["cuped"],
+        "ratio_metrics": analysis["ratio_metrics"],
         "srm": {"p_value": srm_p, "mismatch": srm_p is not None and srm_p < SRM_ALPHA},
         "stopping": live.stopping.to_dict() if live.stopping else None,
         "recommendation": live.recommendation,
@@ -122,6 +144,7 @@ def build_report(
         "audit": None if audit is None else [_audit_entry(entry) for entry in audit],
         "drift": drift,
         "closed_loop": _closed_loop(live, retraining),
+        "offpolicy": offpolicy,
         "mlflow_run_id": live.mlflow_run_id,
     }
 

@@ -186,7 +186,72 @@ def _html_comparisons(report: Mapping[str, Any]) -> str:
             ]
         )
     note = '<p class="muted">Lifts are relative to the control: (mB - mA) / |mA|.</p>'
+    estimator = report.get("estimator")
+    if isinstance(estimator, Mapping):
+        note += (
+            f'<p class="muted">Estimator: {_e(estimator.get("estimator"))} '
+            f"({_e(estimator.get('reason'))}).</p>"
+        )
     return "<h2>Comparisons</h2>" + note + _html_table(headers, rows, "no comparisons")
+
+
+def _html_cuped(report: Mapping[str, Any]) -> str:
+    """CUPED beside the plain lift, and ratio metrics; empty when the report has neither."""
+    out = ""
+    cuped = report.get("cuped")
+    if cuped:
+        headers = ["arm", "vs", "units", "lift", "95% CI", "CUPED lift", "CUPED 95% CI"]
+        headers += ["theta", "variance reduction"]
+        rows = []
+        for row in cuped:
+            plain, adjusted = row.get("unadjusted") or {}, row.get("adjusted") or {}
+            units = row.get("units") or {}
+            rows.append(
+                [
+                    _cell(str(row.get("arm"))),
+                    _cell(str(row.get("control"))),
+                    _cell(
+                        " / ".join(str(units.get(k)) for k in (row.get("arm"), row.get("control")))
+                    ),
+                    _cell(fmt_pct(plain.get("estimate"))),
+                    _cell(fmt_interval(plain.get("ci"))),
+                    _cell(fmt_pct(adjusted.get("estimate"))),
+                    _cell(fmt_interval(adjusted.get("ci"))),
+                    _cell(fmt_num(row.get("theta"), 4)),
+                    _cell(fmt_pct(row.get("variance_reduction"), signed=False)),
+                ]
+            )
+        note = (
+            '<p class="muted">Units that sent a pre-experiment covariate; theta pooled over '
+            "both arms, lift relative to the unadjusted control mean.</p>"
+        )
+        out += "<h2>CUPED</h2>" + note + _html_table(headers, rows, "no covariates")
+    ratios = report.get("ratio_metrics")
+    if ratios:
+        headers = ["metric", "arm", "value", "vs", "lift", "95% CI", "p", "chance to win"]
+        headers.append("seq. CI")
+        rows = []
+        for ratio in ratios:
+            by_arm = {row.get("arm"): row for row in ratio.get("comparisons") or []}
+            for arm, value in (ratio.get("arms") or {}).items():
+                row = by_arm.get(arm) or {}
+                freq, bayes = row.get("frequentist") or {}, row.get("bayesian") or {}
+                seq = row.get("sequential") or {}
+                rows.append(
+                    [
+                        _cell(str(ratio.get("name"))),
+                        _cell(str(arm)),
+                        _cell(fmt_num((value or {}).get("value"), 4)),
+                        _cell(str(row.get("control") or MISSING)),
+                        _cell(fmt_pct(freq.get("estimate"))),
+                        _cell(fmt_interval(freq.get("ci"))),
+                        _cell(fmt_num(freq.get("p_value"), 3)),
+                        _cell(fmt_pct(bayes.get("chance_to_win"), signed=False)),
+                        _cell(fmt_interval(seq.get("ci"))),
+                    ]
+                )
+        out += "<h2>Ratio metrics</h2>" + _html_table(headers, rows, "no ratio metrics")
+    return out
 
 
 def _html_stopping(report: Mapping[str, Any]) -> str:
@@ -385,14 +450,45 @@ def _html_learning(report: Mapping[str, Any]) -> str:
     return "<h2>Traffic share by decisions</h2>" + table
 
 
+def _html_offpolicy(report: Mapping[str, Any]) -> str:
+    found = report.get("offpolicy")
+    if not isinstance(found, Mapping):
+        return ""
+    results = found.get("results") or []
+    if not results:
+        reason = found.get("reason") or "no estimates"
+        return f'<h2>Off-policy evaluation</h2><p class="muted">{_e(reason)}</p>'
+    level = float(found.get("level") or 0.95)
+    head = (
+        f"<p>what each candidate would have earned per decision on the "
+        f"{_e(found.get('records'))} logged decisions (the logging policy earned "
+        f"{_e(fmt_num(found.get('logged_reward')))})</p>"
+    )
+    rows = [
+        [
+            _cell(str(item.get("candidate"))),
+            _cell(str(item.get("estimator"))),
+            _cell(item.get("value")),
+            _cell(f"[{fmt_num(item.get('ci_low'))}, {fmt_num(item.get('ci_high'))}]"),
+            _cell(item.get("ess")),
+            _cell(str(item.get("reason") or "") if item.get("warning") else "", "text"),
+        ]
+        for item in results
+    ]
+    headers = ["candidate", "estimator", "value", f"{100 * level:g}% interval", "ESS", "warning"]
+    return "<h2>Off-policy evaluation</h2>" + head + _html_table(headers, rows, "no estimates")
+
+
 def render_html(report: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
     """One self-contained HTML page for a report.
 
     Sections: header (status, outcome, winner, policy, timing, MLflow run id), arms,
     charts (each PNG of ``plots`` embedded as a base64 ``data:`` URI), traffic share by
-    decisions (when the timeline has an interval), comparisons, stopping rules, guardrails,
-    SRM, ramp, drift, concept drift, retraining and the audit log. CSS is inline, there are
-    no scripts and no external references; every report string is HTML-escaped.
+    decisions (when the timeline has an interval), comparisons (with the estimator that
+    decides), CUPED and ratio metrics (when present), stopping rules, guardrails,
+    SRM, ramp, drift, concept drift, retraining, off-policy evaluation and the audit log.
+    CSS is inline, there are no scripts and no external references; every report string is
+    HTML-escaped.
 
     Args:
         report: The report dict.
@@ -408,12 +504,14 @@ def render_html(report: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
         _html_plots(plots),
         _html_learning(report),
         _html_comparisons(report),
+        _html_cuped(report),
         _html_stopping(report),
         _html_guardrails(report),
         _html_srm_ramp(report),
         _html_drift(report),
         _html_concept(report),
         _html_closed_loop(report),
+        _html_offpolicy(report),
         _html_audit(report),
     ]
     body = "\n".join(sections)

@@ -42,6 +42,7 @@ def _summary_table(report: Mapping[str, Any]) -> Table:
             else None
         ),
         "drift alert": drift.get("alert") if isinstance(drift, Mapping) else None,
+        "estimator": (report.get("estimator") or {}).get("estimator"),
         "MLflow run": report.get("mlflow_run_id"),
     }
     table = Table(
@@ -115,6 +116,56 @@ def _comparisons_table(report: Mapping[str, Any]) -> Table:
     return table
 
 
+def _cuped_table(report: Mapping[str, Any]) -> Table:
+    table = Table(title="CUPED (covariate-adjusted lift vs control)", title_justify="left")
+    columns = ("arm", "vs", "units", "lift", "95% CI", "CUPED lift", "CUPED 95% CI", "theta")
+    for column in (*columns, "var. reduction"):
+        table.add_column(column, justify="left" if column in {"arm", "vs"} else "right")
+    for row in report.get("cuped") or []:
+        plain = row.get("unadjusted") or {}
+        adjusted = row.get("adjusted") or {}
+        units = row.get("units") or {}
+        table.add_row(
+            _text(str(row.get("arm"))),
+            _text(str(row.get("control"))),
+            _text(" / ".join(str(units.get(k)) for k in (row.get("arm"), row.get("control")))),
+            _text(fmt_pct(plain.get("estimate"))),
+            _text(fmt_interval(plain.get("ci"))),
+            _text(fmt_pct(adjusted.get("estimate"))),
+            _text(fmt_interval(adjusted.get("ci"))),
+            _text(fmt_num(row.get("theta"), 4)),
+            _text(fmt_pct(row.get("variance_reduction"), signed=False)),
+        )
+    return table
+
+
+def _ratio_table(report: Mapping[str, Any]) -> Table:
+    table = Table(title="ratio metrics (delta method, lift vs control)", title_justify="left")
+    columns = ("metric", "arm", "value", "vs", "lift", "95% CI", "p", "P(win)", "seq. CI")
+    for column in columns:
+        table.add_column(column, justify="left" if column in {"metric", "arm", "vs"} else "right")
+    for ratio in report.get("ratio_metrics") or []:
+        values = ratio.get("arms") or {}
+        by_arm = {row.get("arm"): row for row in ratio.get("comparisons") or []}
+        for arm, value in values.items():
+            row = by_arm.get(arm) or {}
+            freq = row.get("frequentist") or {}
+            bayes = row.get("bayesian") or {}
+            seq = row.get("sequential") or {}
+            table.add_row(
+                _text(str(ratio.get("name"))),
+                _text(str(arm)),
+                _text(fmt_num((value or {}).get("value"), 4)),
+                _text(str(row.get("control") or MISSING)),
+                _text(fmt_pct(freq.get("estimate"))),
+                _text(fmt_interval(freq.get("ci"))),
+                _text(fmt_num(freq.get("p_value"), 3)),
+                _text(fmt_pct(bayes.get("chance_to_win"), signed=False)),
+                _text(fmt_interval(seq.get("ci"))),
+            )
+    return table
+
+
 def _learning_table(report: Mapping[str, Any]) -> Table | None:
     """Each arm's traffic share in four equal ranges of decisions (None without a timeline
     interval): where a bandit moved its traffic as it learned."""
@@ -168,11 +219,11 @@ def _guardrails_table(report: Mapping[str, Any]) -> Table:
 
 
 def report_tables(report: Mapping[str, Any]) -> list[Table]:
-    """Rich tables for the CLI: summary, arms, comparisons, traffic share by decisions,
-    stopping rules, guardrails.
+    """Rich tables for the CLI: summary, arms, comparisons, CUPED, ratio metrics, traffic
+    share by decisions, stopping rules, guardrails.
 
-    The comparisons, traffic-share and guardrails tables are left out when the report has
-    none (traffic share: fewer than two timeline samples). Report
+    The comparisons, CUPED, ratio-metric, traffic-share and guardrails tables are left out
+    when the report has none (traffic share: fewer than two timeline samples). Report
     strings are rendered as plain text (never as rich markup).
 
     Example:
@@ -183,6 +234,10 @@ def report_tables(report: Mapping[str, Any]) -> list[Table]:
     tables = [_summary_table(report), _arms_table(report)]
     if report.get("comparisons"):
         tables.append(_comparisons_table(report))
+    if report.get("cuped"):
+        tables.append(_cuped_table(report))
+    if report.get("ratio_metrics"):
+        tables.append(_ratio_table(report))
     learning = _learning_table(report)
     if learning is not None:
         tables.append(learning)

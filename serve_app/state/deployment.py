@@ -31,10 +31,14 @@ from typing import Any
 from ray import serve
 
 from bandits.drift import ReferenceProfile
+from bandits.ope import candidate_from_dict
 from serve_app.config import AppConfig, ExperimentConfig
+from serve_app.errors import BanditServeError
 from serve_app.experiment.concept import ConceptDrift
 from serve_app.experiment.drift import ExperimentDrift
 from serve_app.experiment.live import ExperimentSnapshot, LiveExperiment
+from serve_app.experiment.offpolicy import MAX_LOG_ROWS, evaluate_log
+from serve_app.experiment.planning import PlanError, plan_for
 from serve_app.experiment.records import FeedbackOutcome, FeedbackRecord, SyncBatch
 from serve_app.ingress.placement import Placements
 from serve_app.state.control import ControlPlane
@@ -301,12 +305,53 @@ class ExperimentState:
     async def retrain_runs(self, name: str) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.store.retrain_runs, name)
 
+    async def ope(
+        self,
+        name: str,
+        candidates: list[dict[str, Any]],
+        estimators: list[str],
+        level: float = 0.95,
+        clip: float | None = None,
+    ) -> dict[str, Any]:
+        """Off-policy estimates of the candidates (specs the router parsed) on the newest
+        logged decisions (:mod:`serve_app.experiment.offpolicy`); ``{"error", "status"}``
+        when the log cannot answer."""
+        config = self._live(name).config
+
+        def run() -> dict[str, Any]:
+            rows = self.store.policy_log(name, MAX_LOG_ROWS)
+            parsed = [candidate_from_dict(spec) for spec in candidates]
+            return evaluate_log(rows, config, parsed, estimators, level=level, clip=clip)
+
+        try:
+            return {"ok": await asyncio.to_thread(run)}
+        except BanditServeError as error:
+            return {"error": str(error), "status": error.status}
+
     async def experiments_summary(self) -> list[dict[str, Any]]:
         return [live.summary() for live in self.experiments.values()]
 
     async def experiment_summary(self, name: str) -> dict[str, Any] | None:
         live = self.experiments.get(name)
         return None if live is None else live.summary()
+
+    async def plan(self, name: str, options: dict[str, Any]) -> dict[str, Any] | None:
+        """Users and days to detect an effect from the experiment's own traffic (see
+        :func:`serve_app.experiment.planning.plan_for`), computed off the loop; None for an
+        unknown experiment, ``{"error": {"field", "message"}}`` for a plan that cannot be
+        made from these inputs."""
+        live = self.experiments.get(name)
+        if live is None:
+            return None
+        copy = live.frozen_copy()
+        # one plan at a time (each costs up to ~1.5 s of CPU): a flood of plan requests
+        # queues here instead of crowding the syncs and commits that share this process
+        lock = self.__dict__.setdefault("_plan_lock", asyncio.Lock())
+        async with lock:
+            try:
+                return await asyncio.to_thread(plan_for, copy, time.time(), **options)
+            except PlanError as error:
+                return {"error": {"field": error.field, "message": error.message}}
 
     async def metrics_text(self) -> bytes:
         """Every experiment's metrics in the Prometheus text format."""

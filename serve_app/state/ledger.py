@@ -18,6 +18,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
+from serve_app.experiment.contextual import ContextModel
 from serve_app.experiment.live import LiveExperiment
 from serve_app.experiment.records import (
     Delta,
@@ -65,13 +66,18 @@ class Ledger:
         decisions = [d for d in batch.decisions if d.experiment in self._logging()]
         async with self.lock:
             applied = await asyncio.to_thread(
-                self.store.commit_sync, batch.router_id, batch.seq, delta, decisions
+                self.store.commit_sync_delta,
+                batch.router_id,
+                batch.seq,
+                delta,
+                decisions,
+                self._contextual(),
             )
             self._applied[batch.router_id] = max(batch.seq, self._applied.get(batch.router_id, 0))
-            if not applied:
+            if applied is None:
                 self.duplicate_batches += 1
                 return False
-            self._apply(delta)
+            self._apply(applied)
             self._logged.update(d.experiment for d in decisions)
         for (name, arm), histogram in batch.latency.items():
             live = self.experiments.get(name)
@@ -88,7 +94,9 @@ class Ledger:
         known = [record for record in records if record.experiment in self.experiments]
         logged = self._logging()
         async with self.lock:
-            outcomes, delta = await asyncio.to_thread(self.store.commit_feedback, known, logged)
+            outcomes, delta = await asyncio.to_thread(
+                self.store.commit_feedback, known, logged, self._contextual()
+            )
             self._apply(delta)
             self._watch_concepts(known, outcomes)
             self._logged.update(
@@ -99,6 +107,11 @@ class Ledger:
         by_record = dict(zip(map(id, known), outcomes, strict=True))
         # records of an experiment this state does not hold cannot be stored: a conflict
         return [by_record.get(id(record), FeedbackOutcome.CONFLICT) for record in records]
+
+    def _contextual(self) -> dict[str, ContextModel]:
+        """The contextual experiments, whose logged decisions teach their ridge models."""
+        models = {name: ContextModel.of(live.config) for name, live in self.experiments.items()}
+        return {name: model for name, model in models.items() if model is not None}
 
     def _logging(self) -> frozenset[str]:
         """The experiments that keep a decision log."""

@@ -17,12 +17,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from serve_app.errors import BanditServeError
 from serve_app.experiment.live import LiveExperiment
+from serve_app.experiment.offpolicy import default_candidates, evaluate_log
 from serve_app.report.build import build_report
 from serve_app.state.store import ExperimentStore
 
 AUDIT_ENTRIES = 1000
 """Most audit entries a report carries (the newest; GET /audit has them all)."""
+OPE_ROWS = 20_000
+"""The newest logged decisions the report's off-policy section reads."""
+OPE_ESTIMATORS = ("ips", "snips", "dr")
 
 
 class ReportCache:
@@ -84,8 +89,20 @@ class ReportCache:
         entries = self.store.audit_log(name, limit=AUDIT_ENTRIES) if audit else None
         periods = self.store.period_stats(name)
         retraining = self.store.retrain_runs(name) if live.config.retrain else None
-        report = build_report(live, timeline, entries, periods, drift, retraining)
+        offpolicy = self._offpolicy(live) if live.config.decision_log else None
+        report = build_report(live, timeline, entries, periods, drift, retraining, offpolicy)
         return json.dumps(report, allow_nan=False, default=_plain).encode()
+
+    def _offpolicy(self, live: LiveExperiment) -> dict[str, Any]:
+        """OPE of the uniform split and of each arm alone on the newest logged decisions;
+        ``results`` is empty (with ``reason``) when the log cannot answer yet."""
+        rows = self.store.policy_log(live.name, OPE_ROWS)
+        config = live.config
+        try:
+            return evaluate_log(rows, config, default_candidates(config), OPE_ESTIMATORS)
+        except BanditServeError as error:
+            return {"experiment": config.name, "records": len(rows), "results": [],
+                    "reason": str(error)}  # fmt: skip
 
 
 def _plain(value: Any) -> Any:

@@ -51,16 +51,20 @@ def restore_one(store: ExperimentStore, name: str) -> tuple[LiveExperiment | Non
     lifecycle = stored.lifecycle
     now = time.time()
     stats = {arm: value for arm, value in stored.stats.items() if arm in config.arm_names}
+    key = config.context_key  # a contextual experiment: what it learned, for its encoding
     live = LiveExperiment.create(
         config,
         stored.revision,
         stats,
+        context_stats=store.context_stats(name, key) if key else None,
         status=stored.status,
         outcome=stored.outcome,
         winner=stored.winner,
         counts=stored.counts,
         shadows=stored.shadows,
         metrics=stored.metrics,
+        pairs=stored.pairs,
+        periods=stored.periods,
         period_counts=stored.period_counts,
         started_at=lifecycle["started_at"],
         period_started_at=lifecycle["period_started_at"] or now,

@@ -264,6 +264,9 @@ class Retrainer:
             elapsed = time.monotonic() - started
             number = len(await asyncio.to_thread(self.store.retrain_runs, live.name))
             child = challenger_name(live.name, number)
+            while child in self.experiments:  # a name a user took: the next free number
+                number += 1
+                child = challenger_name(live.name, number)
             try:
                 await self._challenge(live, child, model_uri, request.trigger)
             except Exception as error:

@@ -11,11 +11,14 @@
 - ``rewards``: one row per accepted feedback, keyed by the decision nonce: the unique key is
   what makes feedback exactly-once, across restarts too;
 - ``metric_stats``: additive sums of feedback metrics per (experiment, period, arm, metric);
+- ``pair_stats``: additive sums of pairs (CUPED's reward and covariate, a ratio metric's
+  numerator and denominator) per (experiment, period, arm, name);
 - ``lifecycle``: start times, arms rolled back by a guardrail, the conclusion's MLflow run;
 - ``timeline``: cumulative per-arm counts sampled over time (the report's history);
 - ``drift_references``: drift profiles taken from live traffic;
 - ``sync_log``: the last sync batch applied per router replica (idempotent syncs);
 - ``decision_log``: opt-in per experiment, each decision's inputs, answer and feedback;
+- ``context_stats``: a contextual experiment's per-arm ridge statistics, per encoding;
 - ``retrain_runs``: every retraining: trigger, rows, the version it produced, its outcome;
 - ``audit_log``: every create, change and transition: when, what, why and who.
 
@@ -128,6 +131,8 @@ rewards_table = sa.Table(
     sa.Column("metrics", sa.Text, nullable=True),
     # the HTTP request that stored it: the router's own retry finds its own id here
     sa.Column("commit_id", sa.String(32), nullable=True),
+    # the unit's pre-experiment covariate (CUPED), when sent: a replay must match it too
+    sa.Column("covariate", sa.Float, nullable=True),
 )
 
 # The last sync batch applied per router replica, written in the batch's own transaction:
@@ -151,6 +156,23 @@ metric_stats_table = sa.Table(
     sa.Column("n", sa.BigInteger, nullable=False, default=0),
     sa.Column("sum", sa.Float, nullable=False, default=0.0),
     sa.Column("sum_squares", sa.Float, nullable=False, default=0.0),
+)
+
+# Sums of pairs per (experiment, period, arm, name): CUPED's (reward, covariate) under the
+# name "_cuped", each ratio metric's (numerator, denominator) under its name.
+pair_stats_table = sa.Table(
+    "pair_stats",
+    metadata,
+    sa.Column("experiment", sa.String(64), primary_key=True),
+    sa.Column("period", sa.Integer, primary_key=True),
+    sa.Column("arm", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False, default=0),
+    sa.Column("sum_x", sa.Float, nullable=False, default=0.0),
+    sa.Column("sum_y", sa.Float, nullable=False, default=0.0),
+    sa.Column("sum_xx", sa.Float, nullable=False, default=0.0),
+    sa.Column("sum_yy", sa.Float, nullable=False, default=0.0),
+    sa.Column("sum_xy", sa.Float, nullable=False, default=0.0),
 )
 
 # The lifecycle's own state: when the experiment started running and its current period
@@ -216,6 +238,19 @@ decision_log_table = sa.Table(
     sa.Column("metrics", sa.Text, nullable=True),  # JSON object
     sa.Column("received_at", sa.Float, nullable=True),
     sa.Index("ix_decision_log_experiment_issued", "experiment", "issued_at"),
+)
+
+# Contextual experiments: each arm's ridge statistics (n, X'X, X'y, y'y; JSON, floats
+# round-trip exactly) per context encoding ``spec`` (ExperimentConfig.context_key), added in
+# the transaction where a logged decision's context meets its learned reward.
+context_stats_table = sa.Table(
+    "context_stats",
+    metadata,
+    sa.Column("experiment", sa.String(64), primary_key=True),
+    sa.Column("arm", sa.String(64), primary_key=True),
+    sa.Column("spec", sa.String(32), primary_key=True),
+    sa.Column("stats", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )
 
 # Retraining runs: what triggered each, on which rows, what it produced and how it ended.

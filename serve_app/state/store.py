@@ -19,6 +19,7 @@ and reported instead of keeping the app from starting. The tables are in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -29,12 +30,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bandits import ArmStats
+from bandits.contextual import RidgeStats
+from serve_app.experiment.contextual import ContextModel, ridge_delta
 from serve_app.experiment.records import (
     ArmCounts,
     Delta,
     FeedbackOutcome,
     FeedbackRecord,
     LoggedDecision,
+    PairSums,
     ShadowCounts,
     feedback_delta,
 )
@@ -45,6 +49,7 @@ from serve_app.state.schema import (
     arms_table,
     assignments_table,
     audit_table,
+    context_stats_table,
     decision_log_table,
     drift_references_table,
     experiments_table,
@@ -52,6 +57,7 @@ from serve_app.state.schema import (
     meta_table,
     metric_stats_table,
     migrate,
+    pair_stats_table,
     retrain_runs_table,
     rewards_table,
     shadow_stats_table,
@@ -122,6 +128,10 @@ class StoredExperiment:
     metrics: dict[str, dict[str, ArmStats]] = field(default_factory=dict)
     shadows: dict[str, ShadowCounts] = field(default_factory=dict)
     lifecycle: dict[str, Any] = field(default_factory=dict)
+    # CUPED and ratio-metric pair sums per arm and name, summed over periods
+    pairs: dict[str, dict[str, PairSums]] = field(default_factory=dict)
+    # learned statistics per period (revision) and arm: the period-weighted estimator's input
+    periods: dict[int, dict[str, ArmStats]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
 
@@ -336,6 +346,26 @@ class ExperimentStore:
                     continue
                 per_arm = stored.metrics.setdefault(value.arm, {})
                 per_arm[value.metric] = per_arm.get(value.metric, ArmStats()) + sums
+            pair = pair_stats_table.c
+            for value in connection.execute(
+                sa.select(pair_stats_table).where(pair.experiment == name)
+            ):
+                try:
+                    pair_sums = PairSums(
+                        int(value.n),
+                        float(value.sum_x),
+                        float(value.sum_y),
+                        float(value.sum_xx),
+                        float(value.sum_yy),
+                        float(value.sum_xy),
+                    )
+                except ValueError as error:
+                    stored.problems.append(
+                        f"pair_stats {name}/{value.period}/{value.arm}/{value.name}: {error}"
+                    )
+                    continue
+                per_arm_pairs = stored.pairs.setdefault(value.arm, {})
+                per_arm_pairs[value.name] = per_arm_pairs.get(value.name, PairSums()) + pair_sums
             shadow = shadow_stats_table.c
             for value in connection.execute(
                 sa.select(shadow_stats_table).where(shadow.experiment == name)
@@ -370,6 +400,10 @@ class ExperimentStore:
             return
         stored.counts[row.arm] = stored.counts.get(row.arm, ArmCounts()) + counts
         stored.stats[row.arm] = stored.stats.get(row.arm, ArmStats()) + learned
+        if learned.feedback:  # as the state adds feedback deltas: rewards only, no pulls
+            stored.periods.setdefault(int(row.period), {})[row.arm] = ArmStats(
+                0, learned.feedback, learned.reward_sum, learned.reward_sum_squares
+            )
         if int(row.period) == stored.revision:
             stored.period_counts[row.arm] = counts
 
@@ -413,6 +447,19 @@ class ExperimentStore:
         Returns:
             True if added now, False for a batch that was applied before (changes nothing).
         """
+        return self.commit_sync_delta(router_id, seq, delta, decisions) is not None
+
+    def commit_sync_delta(
+        self,
+        router_id: str,
+        seq: int,
+        delta: Delta,
+        decisions: Sequence[LoggedDecision] = (),
+        contextual: Mapping[str, ContextModel] | None = None,
+    ) -> Delta | None:
+        """:meth:`commit_sync`, returning what was added (None for a batch applied before):
+        ``delta``, plus in ``ridge`` what the ``contextual`` experiments learned from logged
+        decisions whose learned feedback had arrived first."""
         statement = self._insert(sync_log_table).values(
             router_id=router_id, last_seq=seq, updated_at=time.time()
         )
@@ -426,10 +473,111 @@ class ExperimentStore:
         ).returning(sync_log_table.c.router_id)
         with self.engine.begin() as connection:
             if connection.execute(statement).first() is None:
-                return False
+                return None
             self._write_delta(connection, delta)
             self._log_decisions(connection, decisions)
-        return True
+            if contextual:
+                keys = [d.decision_key for d in decisions if d.experiment in contextual]
+                ridge = self._learn_contexts(connection, keys, contextual, decided=True)
+                delta = dataclasses.replace(delta, ridge=ridge)
+        return delta
+
+    def _learn_contexts(
+        self,
+        connection: sa.Connection,
+        keys: Sequence[str],
+        models: Mapping[str, ContextModel],
+        *,
+        decided: bool,
+    ) -> dict[tuple[str, str], RidgeStats]:
+        """Learn from the logged decisions ``keys`` whose context and reward are both in the
+        log now, and add it to the stored ridge statistics (in this transaction).
+
+        ``decided``: the keys' decisions were logged just now, so only those whose feedback
+        came first complete (and only learned feedback teaches: forced, fallback and paused
+        decisions do not); else the keys are newly stored learned feedback.
+        """
+        log = decision_log_table.c
+        rows: list[tuple[str, str, str, Any, float]] = []
+        for start in range(0, len(keys), 500):
+            query = sa.select(log.decision_key, log.experiment, log.arm, log.context, log.reward)
+            query = query.where(
+                log.decision_key.in_(keys[start : start + 500])
+                & log.context.is_not(None)
+                & log.reward.is_not(None)
+            )
+            if decided:
+                rewards = rewards_table.c
+                query = query.join(rewards_table, rewards.decision_key == log.decision_key).where(
+                    rewards.learned.is_(True)
+                )
+            for row in connection.execute(query):
+                rows.append(
+                    (row.decision_key, row.experiment, row.arm, json.loads(row.context), row.reward)
+                )
+        delta = ridge_delta(rows, models)
+        table = context_stats_table.c
+        now = time.time()
+        for (experiment, arm), learned_now in sorted(delta.items()):
+            spec = models[experiment].key
+            where = (table.experiment == experiment) & (table.arm == arm) & (table.spec == spec)
+            found = connection.execute(sa.select(table.stats).where(where)).scalar_one_or_none()
+            if found is None:
+                total = learned_now
+                connection.execute(
+                    sa.insert(context_stats_table).values(
+                        experiment=experiment,
+                        arm=arm,
+                        spec=spec,
+                        stats=json.dumps(total.to_dict()),
+                        updated_at=now,
+                    )
+                )
+            else:
+                # One writer (the state, under its write lock): read, add, write is exact.
+                total = RidgeStats.from_dict(json.loads(found)) + learned_now
+                connection.execute(
+                    sa.update(context_stats_table)
+                    .where(where)
+                    .values(stats=json.dumps(total.to_dict()), updated_at=now)
+                )
+        return delta
+
+    def context_stats(self, experiment: str, spec: str) -> dict[str, RidgeStats]:
+        """The learned ridge statistics of a contextual experiment's arms for the encoding
+        ``spec`` (arms without any are left out)."""
+        table = context_stats_table.c
+        query = sa.select(table.arm, table.stats).where(
+            (table.experiment == experiment) & (table.spec == spec)
+        )
+        with self.engine.connect() as connection:
+            return {
+                row.arm: RidgeStats.from_dict(json.loads(row.stats))
+                for row in connection.execute(query)
+            }
+
+    def policy_log(self, experiment: str, newest: int) -> list[dict[str, Any]]:
+        """The newest ``newest`` logged decisions the policy chose and learned from (with
+        their reward), oldest first: ``arm``, ``propensity``, ``reward`` and ``context``
+        (None when not contextual). What off-policy evaluation reads: forced, fallback and
+        paused decisions were not drawn with the logged propensity and are left out."""
+        log, rewards = decision_log_table.c, rewards_table.c
+        query = (
+            sa.select(log.arm, log.propensity, log.reward, log.context, log.issued_at)
+            .join(rewards_table, rewards.decision_key == log.decision_key)
+            .where(
+                (log.experiment == experiment) & log.reward.is_not(None) & rewards.learned.is_(True)
+            )
+            .order_by(log.issued_at.desc(), log.decision_key.desc())
+            .limit(newest)
+        )
+        with self.engine.connect() as connection:
+            rows = [dict(row._mapping) for row in connection.execute(query)]
+        rows.reverse()
+        for row in rows:
+            if row["context"] is not None:
+                row["context"] = json.loads(row["context"])
+        return rows
 
     def _log_decisions(
         self, connection: sa.Connection, decisions: Sequence[LoggedDecision]
@@ -665,7 +813,10 @@ class ExperimentStore:
         return int(result.rowcount or 0)
 
     def commit_feedback(
-        self, records: Sequence[FeedbackRecord], logged: frozenset[str] = frozenset()
+        self,
+        records: Sequence[FeedbackRecord],
+        logged: frozenset[str] = frozenset(),
+        contextual: Mapping[str, ContextModel] | None = None,
     ) -> tuple[list[FeedbackOutcome], Delta]:
         """Store a group commit in ONE transaction; each decision takes one feedback.
 
@@ -677,7 +828,9 @@ class ExperimentStore:
         Returns:
             Per record, its :class:`FeedbackOutcome`; and the delta that was added (the sums
             of the records stored now), for the state to add to memory. Records of the
-            ``logged`` experiments also join their decision in the decision log.
+            ``logged`` experiments also join their decision in the decision log; for the
+            ``contextual`` ones whose decision (and its context) is logged already, ``ridge``
+            holds what their learned rewards taught.
         """
         first: dict[str, int] = {}  # decision key -> index of its first record
         for index, record in enumerate(records):
@@ -692,6 +845,10 @@ class ExperimentStore:
             delta = feedback_delta(new)
             self._write_delta(connection, delta)
             self._log_feedback(connection, [r for r in new if r.experiment in logged])
+            if contextual:
+                keys = [r.decision_key for r in new if r.learned and r.experiment in contextual]
+                ridge = self._learn_contexts(connection, keys, contextual, decided=False)
+                delta = dataclasses.replace(delta, ridge=ridge)
         outcomes = []
         for index, record in enumerate(records):
             key = record.decision_key
@@ -701,10 +858,10 @@ class ExperimentStore:
             if key in stored:
                 previous = records[first[key]]
                 reward, metrics = previous.reward, dict(previous.metrics)
-                commit_id = previous.commit_id
+                commit_id, covariate = previous.commit_id, previous.covariate
             else:
-                reward, metrics, commit_id = earlier[key]
-            if not record.same_outcome(reward, metrics):
+                reward, metrics, commit_id, covariate = earlier[key]
+            if not record.same_outcome(reward, metrics, covariate):
                 outcomes.append(FeedbackOutcome.CONFLICT)
             elif commit_id and commit_id == record.commit_id:
                 outcomes.append(FeedbackOutcome.STORED)  # our own earlier attempt stored it
@@ -731,6 +888,7 @@ class ExperimentStore:
                     "received_at": received_at,
                     "metrics": json.dumps(dict(record.metrics)) if record.metrics else None,
                     "commit_id": record.commit_id or None,
+                    "covariate": record.covariate,
                 }
                 for record in records[start : start + 500]
             ]
@@ -746,17 +904,27 @@ class ExperimentStore:
     @staticmethod
     def _stored_rewards(
         connection: sa.Connection, keys: list[str]
-    ) -> dict[str, tuple[float, dict[str, float], str]]:
-        """``(reward, metrics, commit_id)`` of feedback stored before, by decision key."""
-        found: dict[str, tuple[float, dict[str, float], str]] = {}
+    ) -> dict[str, tuple[float, dict[str, float], str, float | None]]:
+        """``(reward, metrics, commit_id, covariate)`` of feedback stored before, by key."""
+        found: dict[str, tuple[float, dict[str, float], str, float | None]] = {}
         columns = rewards_table.c
         for start in range(0, len(keys), 500):
             query = sa.select(
-                columns.decision_key, columns.reward, columns.metrics, columns.commit_id
+                columns.decision_key,
+                columns.reward,
+                columns.metrics,
+                columns.commit_id,
+                columns.covariate,
             ).where(columns.decision_key.in_(keys[start : start + 500]))
             for row in connection.execute(query):
                 metrics = json.loads(row.metrics) if row.metrics else {}
-                found[row.decision_key] = (float(row.reward), metrics, row.commit_id or "")
+                covariate = None if row.covariate is None else float(row.covariate)
+                found[row.decision_key] = (
+                    float(row.reward),
+                    metrics,
+                    row.commit_id or "",
+                    covariate,
+                )
         return found
 
     def _write_delta(self, connection: sa.Connection, delta: Delta) -> None:
@@ -787,6 +955,20 @@ class ExperimentStore:
                     "n": sums.feedback,
                     "sum": sums.reward_sum,
                     "sum_squares": sums.reward_sum_squares,
+                },
+            )
+        for (experiment, period, arm, name), pair_sums in sorted(delta.pairs.items()):
+            self._upsert_add(
+                connection,
+                pair_stats_table,
+                {"experiment": experiment, "period": period, "arm": arm, "name": name},
+                {
+                    "n": pair_sums.n,
+                    "sum_x": pair_sums.sum_x,
+                    "sum_y": pair_sums.sum_y,
+                    "sum_xx": pair_sums.sum_xx,
+                    "sum_yy": pair_sums.sum_yy,
+                    "sum_xy": pair_sums.sum_xy,
                 },
             )
         for (experiment, shadow), counts in sorted(delta.shadows.items()):

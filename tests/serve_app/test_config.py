@@ -221,3 +221,12 @@ def test_stopping_and_guardrail_values_are_checked():
     assert "experiments[1].stopping.prob_best: Input should be greater than 0.5" in message
     message = error_of(ab_with(guardrails={"metrics": [{"name": "x", "direction": "up"}]}))
     assert "experiments[1].guardrails.metrics[0].direction" in message
+
+
+def test_a_bare_yaml_on_key_is_the_retrain_triggers():
+    """PyYAML reads ``on:`` as ``True``; the retrain section takes it as ``on``."""
+    from serve_app.config import RetrainConfig
+
+    section = yaml.safe_load("entrypoint: pkg.mod:fn\non: [concept_drift]\n")
+    assert True in section
+    assert RetrainConfig.model_validate(section).on == ["concept_drift"]

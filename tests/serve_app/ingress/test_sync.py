@@ -113,3 +113,23 @@ def test_a_group_commit_answers_every_request(in_process, tmp_path):
         await state.close()
 
     run(scenario())
+
+
+def test_an_outbox_past_its_decision_bound_drops_the_oldest_and_says_so(monkeypatch, caplog):
+    import logging
+
+    from serve_app.experiment.records import LoggedDecision
+    from serve_app.ingress import sync
+
+    monkeypatch.setattr(sync, "MAX_LOGGED_DECISIONS", 3)
+    outbox = sync.Outbox()
+    keys = [f"k{i}" for i in range(5)]
+    with caplog.at_level(logging.WARNING, logger="ray.serve"):
+        for key in keys:
+            outbox.log_decision(LoggedDecision(key, "exp", 1, "a", 0.5, 1.0, ((0.0,),), (1,)))
+    assert outbox.dropped_decisions == 2
+    assert not outbox.holds_decision(keys[:2])
+    assert all(outbox.holds_decision([key]) for key in keys[2:])
+    warnings = [r.getMessage() for r in caplog.records if "decisions dropped" in r.getMessage()]
+    assert len(warnings) == 1  # the first drop, not every one
+    assert warnings[0].startswith("decision log: 1 decisions dropped")

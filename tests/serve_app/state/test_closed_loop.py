@@ -376,3 +376,35 @@ def test_a_retraining_champion_must_follow_an_alias():
     single = {**loop_experiment(), "retrain": None}
     with pytest.raises(ValueError, match="two or more arms"):
         ExperimentConfig.model_validate(single)
+
+
+def test_a_challenger_name_a_user_took_is_skipped(in_process, tmp_path):
+    taken = {
+        "name": f"{LOOP}-r1",
+        "policy": {"name": "fixed"},
+        "arms": [
+            {"name": "a", "model_uri": "models:/m/1", "weight": 0.5},
+            {"name": "b", "model_uri": "models:/m/2", "weight": 0.5},
+        ],
+    }
+    runner = FakeRunner()
+
+    async def scenario():
+        config = parse_config(
+            in_process.state_args(str(tmp_path), experiments=[loop_experiment(), taken])
+        )
+        state = await in_process.start_state(config)
+        state.retrainer.runner = runner
+        state.retrainer.prepare = loaded
+        state.control_plane.on_concluded = lambda name: None
+        await drift(Traffic(state))
+        await state.retrainer.step()
+        await finished(state)
+        (run,) = state.store.retrain_runs(LOOP)
+        assert run["status"] == "succeeded", run
+        assert run["challenger"] == f"{LOOP}-r2"
+        assert state.experiments[LOOP].delegate == f"{LOOP}-r2"
+        assert state.experiments[f"{LOOP}-r1"].config.parent is None  # the user's, untouched
+        await state.close()
+
+    asyncio.run(scenario())
