@@ -924,7 +924,10 @@ class RouterConfig(StrictModel):
     feedback_commit_timeout_s: float = Field(10.0, gt=0.0, description="503 after this")
     mirror_max_in_flight: int = Field(32, ge=1, description="shadow calls beyond are dropped")
     replica_check_interval_s: float = Field(
-        2.0, gt=0.0, description="the state polls Serve for arms without a running replica"
+        5.0,
+        gt=0.0,
+        description="how often the state asks Serve which deployments have running replicas "
+        "(every 0.5 s while one has none, for up to a minute after a change)",
     )
     circuit: CircuitConfig = CircuitConfig()
     deployment: DeploymentOptions = DeploymentOptions(

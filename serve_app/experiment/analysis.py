@@ -470,6 +470,7 @@ def decision_estimate(
     periods: Mapping[int, Mapping[str, ArmStats]],
     reward: str,
     adaptive: bool = False,
+    contextual: bool = False,
 ) -> Estimate:
     """Which estimator the comparisons and stopping rules use, with its per-arm summaries.
 
@@ -482,7 +483,9 @@ def decision_estimate(
     standard error that estimator's; otherwise the pooled sums decide. ``adaptive`` (a
     bandit, whose weights move within a period) is said in the reason: there the pooled
     estimate is the one the state holds; an inverse-propensity estimate needs the decision
-    log.
+    log. ``contextual``: each arm got the contexts the policy judged it best for, so its
+    pooled mean is over other traffic than the other arms'; the reason says so and points to
+    off-policy evaluation (what each arm alone would have earned on all the traffic).
     """
     with_data = [
         {arm: stats for arm, stats in period.items() if arm in arms and stats.feedback}
@@ -515,7 +518,13 @@ def decision_estimate(
             len(common),
         )
     reason = "one period: the weights did not change between revisions"
-    if adaptive:
+    if contextual:
+        reason += (
+            "; a contextual policy sends each arm the contexts it is best for, so the pooled "
+            "means compare the arms on different traffic: GET /experiments/{name}/ope with "
+            "always:<arm> estimates what each arm alone would earn on all of it"
+        )
+    elif adaptive:
         reason += (
             "; the policy adapts its weights within the period, where pooled means can be "
             "confounded with time (an inverse-propensity estimate needs the decision log)"

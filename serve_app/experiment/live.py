@@ -286,7 +286,8 @@ class LiveExperiment:
             names.append(self.control)
         stats = {arm: self.policy.stats[arm] for arm in names}
         adaptive = self.config.policy.name != "fixed"
-        return decision_estimate(stats, self.periods, self.config.reward, adaptive)
+        contextual = self.config.policy.contextual
+        return decision_estimate(stats, self.periods, self.config.reward, adaptive, contextual)
 
     def analysis(self) -> dict[str, Any]:
         """Which estimator decides (and why), the CUPED comparisons when feedback carried

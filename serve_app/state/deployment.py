@@ -49,10 +49,10 @@ from serve_app.state.loops import (
     Conclusions,
     DecisionLogKeeper,
     Lifecycle,
+    ReplicaWatch,
     Timeline,
     every,
     prune_sync_log,
-    watch_replicas,
 )
 from serve_app.state.prometheus import experiment_metrics, render
 from serve_app.state.reports import ReportCache
@@ -69,9 +69,6 @@ RETRAIN_TICK_S = 1.0
 ``retrain.check_interval_s``)."""
 DECISION_LOG_TICK_S = 1.0
 """How often the decision logs that grew are brought back within their bounds."""
-REPLICA_WARMUP = (30.0, 0.5)
-"""For its first 30 s the state polls replicas every 0.5 s: the arms are still starting, and
-an arm first seen without a running replica must not look dead for a whole interval."""
 
 
 def _app_name() -> str | None:
@@ -157,16 +154,8 @@ class ExperimentState:
         ]
         app_name = _app_name()
         if app_name is not None:  # in a Serve replica (tests also run this class in-process)
-            self._loops.append(
-                asyncio.create_task(
-                    every(
-                        config.router.replica_check_interval_s,
-                        lambda: watch_replicas(app_name, self.replicas),
-                        "replica check (serve.status())",
-                        warmup=REPLICA_WARMUP,
-                    )
-                )
-            )
+            watch = ReplicaWatch(app_name, self.replicas, config.router.replica_check_interval_s)
+            self._loops.append(asyncio.create_task(watch.run()))
         for name, live in self.experiments.items():
             if live.status == "concluded" and live.mlflow_run_id is None:
                 self.conclusions.later(name)

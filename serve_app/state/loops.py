@@ -5,7 +5,7 @@
   control plane, and re-tests drift windows when due;
 - :class:`Timeline` samples each experiment's cumulative per-arm counts as decisions
   accumulate, and keeps the stored history bounded;
-- :func:`watch_replicas` polls Serve for running replicas per deployment (routers get the
+- :class:`ReplicaWatch` polls Serve for running replicas per deployment (routers get the
   counts with their next sync and hold the circuits of arms without one open);
 - :class:`Conclusions` records concluded experiments in MLflow in the background;
 - :func:`every` runs a step forever, logging (never raising) a step's failure.
@@ -36,18 +36,14 @@ async def every(
     interval_s: float,
     step: Callable[[], Awaitable[Any]],
     what: str,
-    warmup: tuple[float, float] | None = None,
     immediately: bool = False,
 ) -> None:
     """Run ``step`` every ``interval_s`` forever; a failing step is logged and retried.
-    ``warmup=(seconds, faster)`` runs it every ``faster`` seconds for the first ``seconds``;
     ``immediately`` runs it once before the first wait."""
-    started = time.monotonic()
     first = immediately
     while True:
-        fast = warmup is not None and time.monotonic() - started < warmup[0]
         if not first:
-            await asyncio.sleep(min(interval_s, warmup[1]) if fast and warmup else interval_s)
+            await asyncio.sleep(interval_s)
         first = False
         try:
             await step()
@@ -207,20 +203,69 @@ class Aliases:
                 await self.control.follow_versions(live, versions)
 
 
-async def watch_replicas(app_name: str, running: dict[str, int]) -> None:
-    """Refresh ``running`` (deployment -> running replicas of this app) from Serve."""
-    from ray import serve
+def running_replicas(app_name: str) -> dict[str, int] | None:
+    """Running replicas per deployment of ``app_name`` (None: Serve does not know the app).
 
-    status = await asyncio.to_thread(serve.status)
-    application = status.applications.get(app_name)
-    if application is not None:
-        running.clear()
-        running.update(
-            {
-                name: deployment.replica_states.get("RUNNING", 0)
-                for name, deployment in application.deployments.items()
-            }
-        )
+    Reads the controller's details as the plain dict it sends: ``serve.status()`` rebuilds
+    them as pydantic models of every application, pickling each deployment's request
+    router class, which made this poll half of an idle state replica's CPU."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return None
+    application = client.get_serve_details().get("applications", {}).get(app_name)
+    if application is None:
+        return None
+    return {
+        name: sum(1 for replica in details.get("replicas", []) if replica["state"] == "RUNNING")
+        for name, details in application.get("deployments", {}).items()
+    }
+
+
+class ReplicaWatch:
+    """Keeps ``running`` (deployment -> running replicas of this app) fresh.
+
+    Polls every ``fast_s`` while a deployment has no running replica (arms starting, a
+    replica that died), for at most ``fast_for_s`` after the last change (an arm scaled to
+    zero stays at zero), and every ``interval_s`` otherwise."""
+
+    def __init__(
+        self,
+        app_name: str,
+        running: dict[str, int],
+        interval_s: float,
+        fast_s: float = 0.5,
+        fast_for_s: float = 60.0,
+    ) -> None:
+        self.app_name = app_name
+        self.running = running
+        self.interval_s = interval_s
+        self.fast_s = min(fast_s, interval_s)
+        self.fast_for_s = fast_for_s
+        self.changed_at = time.monotonic()
+        self.polls = 0
+
+    async def step(self) -> float:
+        """One poll; returns the seconds until the next."""
+        found = await asyncio.to_thread(running_replicas, self.app_name)
+        self.polls += 1
+        if found is not None and found != self.running:
+            self.running.clear()
+            self.running.update(found)
+            self.changed_at = time.monotonic()
+        starting = found is None or any(count == 0 for count in found.values())
+        recent = time.monotonic() - self.changed_at < self.fast_for_s
+        return self.fast_s if starting and recent else self.interval_s
+
+    async def run(self) -> None:
+        while True:
+            try:
+                wait = await self.step()
+            except Exception:
+                logger.exception("replica check failed")
+                wait = self.interval_s
+            await asyncio.sleep(wait)
 
 
 class DecisionLogKeeper:

@@ -598,16 +598,7 @@ class ExperimentStore:
                 }
                 for d in sorted(decisions[start : start + 500], key=lambda d: d.decision_key)
             ]
-            statement = self._insert(decision_log_table).values(rows)
-            connection.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["decision_key"],
-                    set_={
-                        name: statement.excluded[name]
-                        for name in ("features", "predictions", "context")
-                    },
-                )
-            )
+            self._upsert_log(connection, rows, ("features", "predictions", "context"))
 
     def _log_feedback(self, connection: sa.Connection, records: Sequence[FeedbackRecord]) -> None:
         """Upsert the feedback of logged decisions (the decision may arrive later)."""
@@ -627,16 +618,20 @@ class ExperimentStore:
                 }
                 for r in sorted(records[start : start + 500], key=lambda r: r.decision_key)
             ]
-            statement = self._insert(decision_log_table).values(rows)
-            connection.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["decision_key"],
-                    set_={
-                        name: statement.excluded[name]
-                        for name in ("reward", "label", "metrics", "received_at")
-                    },
-                )
+            self._upsert_log(connection, rows, ("reward", "label", "metrics", "received_at"))
+
+    def _upsert_log(
+        self, connection: sa.Connection, rows: list[dict[str, Any]], columns: Sequence[str]
+    ) -> None:
+        """Insert decision-log rows; a row already there (its other half came first) takes
+        these ``columns`` from the new one."""
+        statement = self._insert(decision_log_table).values(rows)
+        connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["decision_key"],
+                set_={name: statement.excluded[name] for name in columns},
             )
+        )
 
     def prune_decision_log(self, experiment: str, max_rows: int, older_than: float) -> int:
         """Keep the log within its bounds: rows issued before ``older_than`` go, then the

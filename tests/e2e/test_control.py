@@ -149,7 +149,7 @@ def test_update_changes_policy_parameters_in_a_new_revision(client):
     assert client.patch("/experiments/sticky", json={}).status_code == 401
 
 
-def test_create_an_experiment_on_deployed_models(client):
+def test_create_an_experiment_at_runtime(client):
     spec = {
         "name": "created",
         "policy": {"name": "fixed"},
@@ -182,7 +182,10 @@ def test_create_an_experiment_on_deployed_models(client):
     ]
     refused = client.post("/experiments", json=unknown_model, headers=AUTH)
     assert refused.status_code == 422
-    assert "no deployment in this app" in refused.json()["message"]
+    message = refused.json()["message"]  # any model URI loads at runtime; this one cannot
+    assert message.startswith("arms[0] (a):"), message
+    assert "'never-deployed' does not exist" in message
+    assert client.get("/experiments/created2").status_code == 404  # nothing half-created
     invalid = client.post("/experiments", json={**spec, "name": "bad name"}, headers=AUTH)
     assert invalid.status_code == 422
     audit = client.get("/experiments/created/audit", headers=AUTH).json()

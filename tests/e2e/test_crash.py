@@ -56,8 +56,8 @@ class MakeRun:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"make run exited: {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+            try:  # ready: every experiment has an arm that can answer (the readiness probe)
+                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -309,8 +309,9 @@ def test_reports_are_bounded_and_a_flood_does_not_stall_feedback(client, app_url
     assert sent > 50
     # cached and built off the state's loop: feedback stays about as fast as when quiet (the
     # 1.5x ratio itself is measured by `python -m bench --only state`; here with slack for
-    # the clients that share these two cores)
-    assert loaded[-1] < 1.5 * quiet[-1] + 0.25, (quiet, loaded)
+    # the flood's six clients, which share the proxy, the router and these two cores with the
+    # feedback: a report built on the state's loop stalled feedback for seconds)
+    assert loaded[-1] < 1.5 * quiet[-1] + 0.5, (quiet, loaded)
 
 
 # --------------------------------------------------------------------------- finding 10

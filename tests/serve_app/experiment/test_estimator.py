@@ -80,6 +80,14 @@ def test_one_period_is_pooled_and_says_so():
     assert estimate.summaries["canary"] == metric_stats(PERIODS[1]["canary"], "binary")
 
 
+def test_a_contextual_policy_says_its_pooled_means_compare_different_traffic():
+    one = {1: PERIODS[1]}
+    estimate = decision_estimate(PERIODS[1], one, "binary", adaptive=True, contextual=True)
+    assert estimate.estimator == "pooled"
+    assert "different traffic" in estimate.reason
+    assert "always:<arm>" in estimate.reason
+
+
 @pytest.mark.parametrize("rule", ["sequential", "bayesian"])
 def test_simpson_ramp_pooled_picks_the_worse_arm_the_decision_does_not(rule):
     experiment = live(rule, prob_best=0.95, expected_loss=0.005)
