@@ -106,14 +106,16 @@ def wait_running(app: str, deployment: str, timeout_s: float = 120.0) -> None:
     raise TimeoutError(f"{deployment} did not recover in {timeout_s} s")
 
 
-def stored(store_url: str) -> dict[str, dict[str, Any]]:
+def stored(store_url: str, experiment: str = "spread") -> dict[str, dict[str, Any]]:
+    """The experiment's stored feedback (the session's PostgreSQL holds other apps' too)."""
     import sqlalchemy as sa
 
     from serve_app.state.schema import rewards_table
 
     engine = sa.create_engine(store_url)
     with engine.connect() as connection:
-        rows = connection.execute(sa.select(rewards_table))
+        query = sa.select(rewards_table).where(rewards_table.c.experiment == experiment)
+        rows = connection.execute(query)
         found = {row.decision_key: dict(row._mapping) for row in rows}
     engine.dispose()
     return found

@@ -206,7 +206,7 @@ def test_covariate_and_ratio_sums_survive_a_state_restart(client, sent):
 
 
 def test_a_ramp_whose_rates_drift_is_decided_period_weighted(client):
-    """Simpson: the canary is 2 points worse in each period, but got most of its traffic in
+    """Simpson: the canary is 10 points worse in each period, but got most of its traffic in
     the period where every arm converted well; pooled it looks far better."""
     arms = client.get("/experiments/ts").json()["arms"]
     config = {
@@ -220,11 +220,12 @@ def test_a_ramp_whose_rates_drift_is_decided_period_weighted(client):
         "reason": "issue 17 Simpson e2e",
     }
     assert client.post("/experiments", json=config, headers=AUTH).status_code == 201
-    rates = [{"control": 0.10, "canary": 0.08}, {"control": 0.50, "canary": 0.48}]
+    # 10 points worse in each period (well beyond the rounding of a few dozen samples)
+    rates = [{"control": 0.40, "canary": 0.30}, {"control": 0.80, "canary": 0.70}]
     # what was sent per revision (the period the decision id carries) and arm
     sent: dict[int, dict[str, list[float]]] = {}
-    for period, weights in enumerate([{"control": 0.9, "canary": 0.1}, None]):
-        if weights is None:
+    for ramped in (False, True):
+        if ramped:
             changed = client.put(
                 "/experiments/simpson/weights",
                 json={"weights": {"control": 0.1, "canary": 0.9}, "reason": "ramp"},
@@ -232,20 +233,21 @@ def test_a_ramp_whose_rates_drift_is_decided_period_weighted(client):
             )
             assert changed.status_code == 200, changed.text
             time.sleep(0.5)  # the routers route on the new weights after their next sync
-        rewards: dict[str, list[float]] = {"control": [], "canary": []}
         for _ in range(120):
             body = client.post("/predict", json={"features": ROW, "experiment": "simpson"}).json()
             arm = body["arm"]
-            got = rewards[arm]
-            # deterministic rates: a success whenever the running rate falls below the target
-            reward = float(sum(got) < rates[period][arm] * (len(got) + 1))
+            # the rates follow the period the decision was routed in (a router may still route
+            # on the old weights for a moment after the change)
+            revision = _revision(body["decision_id"])
+            got = sent.setdefault(revision, {"control": [], "canary": []})[arm]
+            rate = rates[min(sorted(sent).index(revision), 1)][arm]
+            # deterministic rates: a success whenever rate * n passes the next whole number
+            reward = float(int(rate * (len(got) + 1)) > sum(got))
             answer = client.post(
                 "/feedback", json={"decision_id": body["decision_id"], "reward": reward}
             )
             assert answer.status_code == 200, answer.text
             got.append(reward)
-            revision = _revision(body["decision_id"])
-            sent.setdefault(revision, {"control": [], "canary": []})[arm].append(reward)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         report = client.get("/experiments/simpson/report").json()
