@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.loadgen import LoadResult, ratio_summary
+from bench.loadgen import LoadResult, ratio_summary, run_load
 from bench.serving import MODEL_OPTIONS, _absolute, local_serve, wait_ready
 
 __all__ = ["OipBenchConfig", "run_oip"]
@@ -89,30 +89,11 @@ def sides(features: np.ndarray) -> dict[str, Side]:
 async def run_side(
     client: httpx.AsyncClient, url: str, side: Side, concurrency: int, duration_s: float
 ) -> LoadResult:
-    """``concurrency`` closed-loop clients sending one side's request (as
-    :func:`bench.loadgen.run_load`, for raw bodies)."""
-    result = LoadResult()
-    deadline = time.perf_counter() + duration_s
-
-    async def worker() -> None:
-        while time.perf_counter() < deadline:
-            start = time.perf_counter()
-            try:
-                response = await client.post(
-                    url + side.path, content=side.content, headers=side.headers
-                )
-                ok = response.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            if ok:
-                result.latencies_s.append(time.perf_counter() - start)
-            else:
-                result.errors += 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    result.elapsed_s = time.perf_counter() - started
-    return result
+    """``concurrency`` closed-loop clients sending one side's request body."""
+    return await run_load(
+        client, url + side.path, None, concurrency, duration_s,
+        content=side.content, headers=side.headers,
+    )  # fmt: skip
 
 
 def app_args(uris: dict[str, str], tracking_uri: str, data_dir: str) -> dict[str, Any]:
