@@ -298,8 +298,9 @@ def _profile_table(profile: dict[str, Any] | None) -> list[str]:
         f"/predict (pool): p50 {_num(window['p50_ms'])} ms, p99 {_num(window['p99_ms'])} ms. "
         f"Raw stacks: `{profile.get('raw')}`.",
         "",
-        "| replica | main thread busy | top project frames (inclusive share of busy samples) |",
-        "| --- | --- | --- |",
+        "| replica | busy (all threads) | busiest threads | top project frames (inclusive "
+        "share of busy samples) |",
+        "| --- | --- | --- | --- |",
     ]
     for name in ("router", "state", "pool"):
         entry = profile.get(name)
@@ -308,7 +309,8 @@ def _profile_table(profile: dict[str, Any] | None) -> list[str]:
         frames = "; ".join(
             f"`{f['frame']}` {f['share_of_busy']:.0%}" for f in entry["top_project_frames"][:6]
         )
-        lines.append(f"| {name} | {entry['main_thread_busy_share']:.0%} | {frames} |")
+        threads = "; ".join(f"{t} {v:.0%}" for t, v in list(entry["threads"].items())[:3])
+        lines.append(f"| {name} | {entry['busy_share']:.0%} | {threads} | {frames} |")
     return [*lines, ""]
 
 

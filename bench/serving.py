@@ -50,6 +50,7 @@ from bench.loadgen import Httpx, LoadResult, Request, Window, Wrk, ensure_wrk, r
 
 __all__ = ["ServingConfig", "headline", "run_serving"]
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = "bench-product"
 POOL = "model-pool"
 STATE = "experiment-state"
@@ -712,32 +713,60 @@ def _collapsed(path: Path) -> list[tuple[list[str], int]]:
     return stacks
 
 
+PROJECT_DIRS = tuple(f"{REPO_ROOT}/{d}/" for d in ("serve_app", "bandits", "bench"))
+
+
+def _short(frame: str) -> str:
+    """``f (/abs/path/site-packages/ray/actor.py:12)`` -> ``f (ray/actor.py:12)``; project
+    frames relative to the repository (py-spy runs with ``--full-filenames``, so project and
+    library files can be told apart)."""
+    name, _, where = frame.partition(" (")
+    where = where.removeprefix(f"{REPO_ROOT}/")
+    for marker in ("/site-packages/", "/lib/python3.11/"):
+        if marker in where:
+            where = where.rpartition(marker)[2]
+    return f"{name} ({where}" if where else name
+
+
+def _thread_name(frame: str) -> str:
+    """``thread (123): Thread-1 (_run_user_code_event_loop)`` -> ``Thread-1
+    (_run_user_code_event_loop)`` (a thread py-spy could not name keeps its id)."""
+    return frame.partition(": ")[2] or frame
+
+
 def summarize_profile(path: Path, seconds: float, rate: int, top: int = 12) -> dict[str, Any]:
-    """What the main (event-loop) thread of a replica was doing: its busy share of the
-    samples py-spy could take, and the project frames (``serve_app/``, ``bandits/``,
-    ``bench/``) with the largest inclusive share, each as ``function (file:line)``."""
+    """Where a replica's Python threads spent the samples py-spy took: each thread's busy
+    share (samples over ``seconds * rate``; Serve runs user code and its handles' routing on
+    threads of their own, not the main one) and, over all threads, the project frames
+    (``serve_app/``, ``bandits/``, ``bench/``) and leaves with the largest inclusive share of
+    the busy samples, each as ``function (file:line)``."""
     stacks = _collapsed(path)
-    main = [(frames, n) for frames, n in stacks if frames and "MainThread" in frames[0]]
     possible = max(1, int(seconds * rate))
-    busy = sum(n for _, n in main)
+    threads: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     leaf: Counter[str] = Counter()
-    for frames, n in main:
-        own = [f for f in frames[1:] if any(p in f for p in ("serve_app/", "bandits/"))]
+    for frames, n in stacks:
+        if not frames:
+            continue
+        threads[_thread_name(frames[0])] += n
+        own = [_short(f) for f in frames[1:] if any(p in f for p in PROJECT_DIRS)]
         for frame in dict.fromkeys(own):
             inclusive[frame] += n
-        leaf[frames[-1]] += n
+        leaf[_short(frames[-1])] += n
+    busy = sum(threads.values())
+
+    def shares(counts: Counter[str]) -> list[dict[str, Any]]:
+        return [
+            {"frame": frame, "share_of_busy": round(n / max(1, busy), 3)}
+            for frame, n in counts.most_common(top)
+        ]
+
     return {
-        "main_thread_busy_share": round(busy / possible, 3),
+        "busy_share": round(busy / possible, 3),
+        "threads": {name: round(n / possible, 3) for name, n in threads.most_common(6)},
         "samples": busy,
-        "top_project_frames": [
-            {"frame": frame, "share_of_busy": round(n / max(1, busy), 3)}
-            for frame, n in inclusive.most_common(top)
-        ],
-        "top_leaves": [
-            {"frame": frame, "share_of_busy": round(n / max(1, busy), 3)}
-            for frame, n in leaf.most_common(top)
-        ],
+        "top_project_frames": shares(inclusive),
+        "top_leaves": shares(leaf),
     }
 
 
@@ -770,6 +799,7 @@ async def profile_single_client(
             [
                 spy, "record", "--pid", str(pids[0]), "--duration", str(config.profile_s),
                 "--rate", str(rate), "--format", "raw", "--nonblocking", "--threads",
+                "--full-filenames",
                 "--output", str(out_dir / f"{name}.txt"),
             ],
             stdout=subprocess.DEVNULL,
@@ -790,8 +820,8 @@ async def profile_single_client(
             summaries[name] = {"error": err.decode(errors="replace")[-300:]}
             continue
         summaries[name] = summarize_profile(path, config.profile_s, rate)
-        log(f"  py-spy {name}: main thread busy {summaries[name]['main_thread_busy_share']:.0%}")
-    summaries["raw"] = str(out_dir.relative_to(Path(__file__).resolve().parents[1]))
+        log(f"  py-spy {name}: busy {summaries[name]['busy_share']:.0%} of one core's samples")
+    summaries["raw"] = str(out_dir.relative_to(REPO_ROOT))
     return summaries
 
 
@@ -884,7 +914,7 @@ def run_serving(config: ServingConfig, log: Callable[[str], None] = print) -> di
     """Deploy everything, run every comparison, tear everything down."""
     from serve_app.models.demo import digits_split, train_demo_models
 
-    repo_root = Path(__file__).resolve().parent.parent
+    repo_root = REPO_ROOT
     # The demo models are cached between runs (train_demo_models is idempotent); each run
     # works on a copy of their registry, where the cold-load part registers new versions.
     models = repo_root / "bench" / "results" / "tmp" / "models"

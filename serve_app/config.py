@@ -908,7 +908,16 @@ class HttpConfig(StrictModel):
 class RouterConfig(StrictModel):
     """The ingress: request limits, state sync cadence and feedback group commit."""
 
-    sync_interval_s: float = Field(0.1, gt=0.0, le=10.0)
+    sync_interval_s: float = Field(
+        0.1, gt=0.0, le=10.0, description="how often a router with counts to send syncs"
+    )
+    idle_sync_interval_s: float = Field(
+        1.0,
+        gt=0.0,
+        le=60.0,
+        description="while a router has nothing to send, its sync interval doubles up to "
+        "this; its next request or feedback brings it back to sync_interval_s at once",
+    )
     sync_max_events: int = Field(256, ge=1)
     feedback_commit_window_s: float = Field(0.005, ge=0.0, le=1.0)
     max_batch_rows: int = Field(256, ge=1)
@@ -933,6 +942,15 @@ class RouterConfig(StrictModel):
     deployment: DeploymentOptions = DeploymentOptions(
         num_replicas=1, max_ongoing_requests=256, ray_actor_options=ActorOptions(num_cpus=0.25)
     )
+
+    @model_validator(mode="after")
+    def _idle_not_faster(self) -> RouterConfig:
+        if self.idle_sync_interval_s < self.sync_interval_s:
+            raise ValueError(
+                f"idle_sync_interval_s ({self.idle_sync_interval_s}) must be at least "
+                f"sync_interval_s ({self.sync_interval_s})"
+            )
+        return self
 
 
 class PoolConfig(StrictModel):

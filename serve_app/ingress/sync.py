@@ -3,11 +3,17 @@
 Per prediction the router touches only its :class:`Outbox` (a few dict increments). The
 :class:`StateLink` sends what the outbox collected every ``router.sync_interval_s`` (sooner
 after ``router.sync_max_events`` events) as one numbered :class:`SyncBatch` and routes on the
-snapshot it gets back. A batch whose answer is lost (a timeout, a state that died after its
-commit) is sent again *as it was*, with the same number, until it is acknowledged; the state
-stores the last number it applied per router in the batch's own transaction, so a batch is
-added exactly once. Counts of later decisions wait in the outbox meanwhile: a router's crash
-loses at most what its outbox held (one sync interval of request counts), never feedback.
+snapshot it gets back. A router with nothing to send syncs less often: its interval doubles
+after each empty sync, up to ``router.idle_sync_interval_s`` (a sync is a Ray call that costs
+both ends a few milliseconds of CPU, most of an idle app's load); its next request or
+feedback wakes the loop at once and brings the interval back, so counts still wait at most
+``sync_interval_s`` and an idle replica's snapshot at most ``idle_sync_interval_s``.
+
+A batch whose answer is lost (a timeout, a state that died after its commit) is sent again
+*as it was*, with the same number, until it is acknowledged; the state stores the last number
+it applied per router in the batch's own transaction, so a batch is added exactly once.
+Counts of later decisions wait in the outbox meanwhile: a router's crash loses at most what
+its outbox held (one sync interval of request counts), never feedback.
 
 Feedback is acknowledged only once durable: concurrent requests are collected for
 ``router.feedback_commit_window_s`` and committed in one call (group commit). A commit whose
@@ -202,6 +208,7 @@ class StateLink:
         self._circuits = circuits
         self._seq = 0
         self._pending: SyncBatch | None = None
+        self.interval = limits.sync_interval_s
         self._wanted = asyncio.Event()
         self._lock = asyncio.Lock()
         self.last_sync = time.monotonic()
@@ -214,16 +221,31 @@ class StateLink:
         self._task = asyncio.get_running_loop().create_task(self._sync_forever())
 
     def counted(self) -> None:
-        """Call after counting: wakes the sync loop once the outbox holds enough events."""
+        """Call after counting: wakes the sync loop once the outbox holds enough events, or
+        at once after an idle spell."""
         if self.outbox.events >= self.limits.sync_max_events:
+            self._wanted.set()
+        else:
+            self._active()
+
+    def _active(self) -> None:
+        """Traffic again after an idle spell: back to the busy interval, sync now."""
+        if self.interval > self.limits.sync_interval_s:
+            self.interval = self.limits.sync_interval_s
             self._wanted.set()
 
     async def _sync_forever(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wanted.wait(), timeout=self.limits.sync_interval_s)
+                await asyncio.wait_for(self._wanted.wait(), timeout=self.interval)
             self._wanted.clear()
             await self.sync_once()
+
+    def _next_interval(self, sent: bool) -> None:
+        """Busy (something was sent): ``sync_interval_s``; empty: double, up to
+        ``idle_sync_interval_s``."""
+        busy, idle = self.limits.sync_interval_s, self.limits.idle_sync_interval_s
+        self.interval = busy if sent else min(2 * self.interval, idle)
 
     async def sync_once(self) -> bool:
         """Send the pending batch (or a new one) and apply the snapshot; False on failure."""
@@ -232,6 +254,7 @@ class StateLink:
                 self._pending = self.outbox.take(self.router_id, self._seq + 1)
                 if self._pending is not None:
                     self._seq = self._pending.seq
+            self._next_interval(sent=self._pending is not None)
             try:
                 snapshot = await asyncio.wait_for(
                     resolve(
@@ -291,6 +314,7 @@ class StateLink:
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)
+            self._active()  # the state learned from it: fetch the new stats now
 
     async def _sync_decisions_of(self, records: list[FeedbackRecord]) -> None:
         """Feedback that arrives before its decision went out with a sync: send the sync

@@ -142,6 +142,7 @@ class ExperimentStore:
         self.url = url
         self.engine = create_engine(url)
         self.added_columns = migrate(self.engine)
+        self._statements: dict[tuple[str, ...], Any] = {}
 
     def close(self) -> None:
         self.engine.dispose()
@@ -460,19 +461,9 @@ class ExperimentStore:
         """:meth:`commit_sync`, returning what was added (None for a batch applied before):
         ``delta``, plus in ``ridge`` what the ``contextual`` experiments learned from logged
         decisions whose learned feedback had arrived first."""
-        statement = self._insert(sync_log_table).values(
-            router_id=router_id, last_seq=seq, updated_at=time.time()
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=["router_id"],
-            set_={
-                "last_seq": statement.excluded.last_seq,
-                "updated_at": statement.excluded.updated_at,
-            },
-            where=sync_log_table.c.last_seq < statement.excluded.last_seq,
-        ).returning(sync_log_table.c.router_id)
+        row = {"router_id": router_id, "last_seq": seq, "updated_at": time.time()}
         with self.engine.begin() as connection:
-            if connection.execute(statement).first() is None:
+            if connection.execute(self._sync_log_statement(), row).first() is None:
                 return None
             self._write_delta(connection, delta)
             self._log_decisions(connection, decisions)
@@ -481,6 +472,23 @@ class ExperimentStore:
                 ridge = self._learn_contexts(connection, keys, contextual, decided=True)
                 delta = dataclasses.replace(delta, ridge=ridge)
         return delta
+
+    def _sync_log_statement(self) -> Any:
+        """Store a router's batch number unless it has one as new: returns the row only
+        when the number is newer (built once; the values are parameters)."""
+        statement = self._statements.get(("sync_log",))
+        if statement is None:
+            insert = self._insert(sync_log_table)
+            statement = insert.on_conflict_do_update(
+                index_elements=["router_id"],
+                set_={
+                    "last_seq": insert.excluded.last_seq,
+                    "updated_at": insert.excluded.updated_at,
+                },
+                where=sync_log_table.c.last_seq < insert.excluded.last_seq,
+            ).returning(sync_log_table.c.router_id)
+            self._statements[("sync_log",)] = statement
+        return statement
 
     def _learn_contexts(
         self,
@@ -923,71 +931,91 @@ class ExperimentStore:
         return found
 
     def _write_delta(self, connection: sa.Connection, delta: Delta) -> None:
-        """Add a delta's sums to their rows, in sorted key order."""
-        keys = sorted(set(delta.arms) | set(delta.rewards))
-        for key in keys:
+        """Add a delta's sums to their rows, in sorted key order (one statement per table,
+        executed for all its rows)."""
+        arm_rows = []
+        for key in sorted(set(delta.arms) | set(delta.rewards)):
             experiment, period, arm = key
             counts = delta.arms.get(key, ArmCounts())
             rewards = delta.rewards.get(key, ArmStats())
-            values = {name: getattr(counts, name) for name in COUNT_COLUMNS}
-            values.update(
+            row: dict[str, Any] = {"experiment": experiment, "period": period, "arm": arm}
+            row.update({name: getattr(counts, name) for name in COUNT_COLUMNS})
+            row.update(
                 feedback=rewards.feedback,
                 reward_sum=rewards.reward_sum,
                 reward_sum_squares=rewards.reward_sum_squares,
             )
-            self._upsert_add(
-                connection,
-                arm_stats_table,
-                {"experiment": experiment, "period": period, "arm": arm},
-                values,
-            )
-        for (experiment, period, arm, metric), sums in sorted(delta.metrics.items()):
-            self._upsert_add(
-                connection,
-                metric_stats_table,
-                {"experiment": experiment, "period": period, "arm": arm, "metric": metric},
-                {
-                    "n": sums.feedback,
-                    "sum": sums.reward_sum,
-                    "sum_squares": sums.reward_sum_squares,
-                },
-            )
-        for (experiment, period, arm, name), pair_sums in sorted(delta.pairs.items()):
-            self._upsert_add(
-                connection,
-                pair_stats_table,
-                {"experiment": experiment, "period": period, "arm": arm, "name": name},
-                {
-                    "n": pair_sums.n,
-                    "sum_x": pair_sums.sum_x,
-                    "sum_y": pair_sums.sum_y,
-                    "sum_xx": pair_sums.sum_xx,
-                    "sum_yy": pair_sums.sum_yy,
-                    "sum_xy": pair_sums.sum_xy,
-                },
-            )
-        for (experiment, shadow), counts in sorted(delta.shadows.items()):
-            self._upsert_add(
-                connection,
-                shadow_stats_table,
-                {"experiment": experiment, "shadow": shadow},
-                {name: getattr(counts, name) for name in SHADOW_COLUMNS},
-            )
+            arm_rows.append(row)
+        self._upsert_add(connection, arm_stats_table, ("experiment", "period", "arm"), arm_rows)
+        metric_rows = [
+            {
+                "experiment": experiment,
+                "period": period,
+                "arm": arm,
+                "metric": metric,
+                "n": sums.feedback,
+                "sum": sums.reward_sum,
+                "sum_squares": sums.reward_sum_squares,
+            }
+            for (experiment, period, arm, metric), sums in sorted(delta.metrics.items())
+        ]
+        self._upsert_add(
+            connection, metric_stats_table, ("experiment", "period", "arm", "metric"), metric_rows
+        )
+        pair_rows = [
+            {
+                "experiment": experiment,
+                "period": period,
+                "arm": arm,
+                "name": name,
+                "n": sums.n,
+                "sum_x": sums.sum_x,
+                "sum_y": sums.sum_y,
+                "sum_xx": sums.sum_xx,
+                "sum_yy": sums.sum_yy,
+                "sum_xy": sums.sum_xy,
+            }
+            for (experiment, period, arm, name), sums in sorted(delta.pairs.items())
+        ]
+        self._upsert_add(
+            connection, pair_stats_table, ("experiment", "period", "arm", "name"), pair_rows
+        )
+        shadow_rows = [
+            {
+                "experiment": experiment,
+                "shadow": shadow,
+                **{name: getattr(counts, name) for name in SHADOW_COLUMNS},
+            }
+            for (experiment, shadow), counts in sorted(delta.shadows.items())
+        ]
+        self._upsert_add(connection, shadow_stats_table, ("experiment", "shadow"), shadow_rows)
 
     def _upsert_add(
         self,
         connection: sa.Connection,
         table: sa.Table,
-        key: Mapping[str, Any],
-        values: Mapping[str, float],
+        key: tuple[str, ...],
+        rows: list[dict[str, Any]],
     ) -> None:
-        """INSERT the row, or add ``values`` to the existing one, atomically."""
-        statement = self._insert(table).values({**key, **values})
-        statement = statement.on_conflict_do_update(
-            index_elements=list(key),
-            set_={name: table.c[name] + statement.excluded[name] for name in values},
-        )
-        connection.execute(statement)
+        """INSERT each row, or add its values (every column not in ``key``) to the existing
+        one, atomically. The statement is built once per table and column set; the rows are
+        its parameters (building and caching a statement per row cost a sync ~2 ms CPU)."""
+        if not rows:
+            return
+        columns = tuple(rows[0])
+        statement = self._statements.get((table.name, *columns))
+        if statement is None:
+            insert = self._insert(table)
+            statement = insert.on_conflict_do_update(
+                index_elements=list(key),
+                set_={
+                    name: table.c[name] + insert.excluded[name]
+                    for name in columns
+                    if name not in key
+                },
+            )
+            self._statements[(table.name, *columns)] = statement
+        connection.execute(statement, rows)
 
     # ---------------------------------------------------------------- assignments
 

@@ -133,3 +133,59 @@ def test_an_outbox_past_its_decision_bound_drops_the_oldest_and_says_so(monkeypa
     warnings = [r.getMessage() for r in caplog.records if "decisions dropped" in r.getMessage()]
     assert len(warnings) == 1  # the first drop, not every one
     assert warnings[0].startswith("decision log: 1 decisions dropped")
+
+
+def test_an_idle_router_backs_off_to_the_idle_interval(in_process, tmp_path):
+    async def scenario():
+        state, handle, link, _ = await link_to(
+            in_process, tmp_path, sync_interval_s=0.02, idle_sync_interval_s=0.32
+        )
+        link.start()
+        await asyncio.sleep(0.8)  # empty syncs after 0.02, 0.04, 0.08, 0.16, then every 0.32 s
+        assert link.interval == 0.32
+        before = handle.calls["sync"]
+        await asyncio.sleep(1.0)
+        idle_syncs = handle.calls["sync"] - before
+        assert 2 <= idle_syncs <= 5  # about 3; 50 at the busy interval
+        link.outbox.count("exp", 1, "a", "pulls")
+        link.counted()
+        assert link.interval == 0.02  # counts to send: the busy interval again
+        await link.close()
+        await state.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("activity", ["request", "feedback"])
+def test_a_request_or_feedback_after_an_idle_spell_syncs_at_once(in_process, tmp_path, activity):
+    async def scenario():
+        state, handle, link, _ = await link_to(
+            in_process, tmp_path, sync_interval_s=0.02, idle_sync_interval_s=5.0
+        )
+        link.interval = 5.0  # as after a long idle spell: the loop waits 5 s
+        link.start()
+        await asyncio.sleep(0.05)
+        synced = handle.calls.get("sync", 0)
+        if activity == "request":
+            link.outbox.count("exp", 1, "a", "pulls")
+            link.counted()
+        else:
+            assert await link.commit(record("k1")) is FeedbackOutcome.STORED
+        deadline = time.monotonic() + 1.0
+        while handle.calls.get("sync", 0) == synced:
+            assert time.monotonic() < deadline, f"the {activity} waited for the idle sync"
+            await asyncio.sleep(0.005)
+        assert link.interval <= 0.04
+        if activity == "request":  # and that sync carried the request's count
+            while (await state.experiment_summary("exp"))["arms"][0]["requests"] != 1:
+                assert time.monotonic() < deadline, "the count did not arrive with the sync"
+                await asyncio.sleep(0.005)
+        await link.close()
+        await state.close()
+
+    run(scenario())
+
+
+def test_the_idle_interval_cannot_be_shorter_than_the_busy_one():
+    with pytest.raises(ValueError, match=r"idle_sync_interval_s \(0.05\) must be at least"):
+        RouterConfig(sync_interval_s=0.1, idle_sync_interval_s=0.05)

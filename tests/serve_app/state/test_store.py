@@ -22,6 +22,7 @@ from serve_app.experiment.records import (
     Delta,
     FeedbackOutcome,
     FeedbackRecord,
+    PairSums,
     ShadowCounts,
 )
 from serve_app.state.schema import arm_stats_table, arms_table, metadata, rewards_table
@@ -306,6 +307,42 @@ def test_shadow_counts_add(store):
     store.commit_sync("r", 1, delta)
     store.commit_sync("r", 2, delta)
     assert loaded(store).shadows == {"s": ShadowCounts(requests=6, errors=2, timeouts=2, rows=4)}
+
+
+def test_a_delta_of_many_rows_adds_each_row_to_its_own(store):
+    """Every table's rows go in one parameterised statement: each row must still add to its
+    own key, and a row new in a later batch must be inserted beside the existing ones."""
+    pair = PairSums.of([(1.0, 2.0), (3.0, 1.0)])
+    first = Delta(
+        arms={
+            ("exp", 1, "a"): ArmCounts(pulls=3, expected=1.5),
+            ("exp", 1, "b"): ArmCounts(pulls=1, errors=1, expected=2.5),
+        },
+        metrics={
+            ("exp", 1, "a", "m"): ArmStats(0, 1, 2.0, 4.0),
+            ("exp", 1, "b", "m"): ArmStats(0, 2, 1.0, 0.5),
+        },
+        pairs={("exp", 1, "a", "ratio"): pair, ("exp", 1, "b", "ratio"): pair},
+    )
+    second = Delta(
+        arms={("exp", 1, "b"): ArmCounts(pulls=2), ("exp", 2, "c"): ArmCounts(pulls=7)},
+        metrics={("exp", 1, "a", "m"): ArmStats(0, 1, 3.0, 9.0)},
+        pairs={("exp", 1, "b", "ratio"): pair},
+    )
+    assert store.commit_sync("r", 1, first) is True
+    assert store.commit_sync("r", 2, second) is True
+    assert store.commit_sync("r", 2, second) is False  # a resent batch adds nothing
+    stored = loaded(store)
+    assert stored.counts == {
+        "a": ArmCounts(pulls=3, expected=1.5),
+        "b": ArmCounts(pulls=3, errors=1, expected=2.5),
+        "c": ArmCounts(pulls=7),
+    }
+    assert stored.metrics == {
+        "a": {"m": ArmStats(0, 2, 5.0, 13.0)},
+        "b": {"m": ArmStats(0, 2, 1.0, 0.5)},
+    }
+    assert stored.pairs == {"a": {"ratio": pair}, "b": {"ratio": pair + pair}}
 
 
 def test_lifecycle_row_defaults_updates_and_audits_in_one_go(store):
