@@ -167,8 +167,19 @@ def test_a_model_that_exists_but_fails_to_load_is_refused(client, tmp_path):
     assert client.get("/experiments/never-loaded").status_code == 404
 
 
-def test_the_pool_evicts_beyond_its_limit_and_reloads_on_demand(client):
-    uris = ["models:/digits-logreg/1", "models:/digits-forest/1", "models:/digits-mlp/1"]
+def test_the_pool_evicts_beyond_its_limit_and_reloads_on_demand(client, demo_store):
+    """a0 is on a version of its own (copied now), so only this test's requests load it:
+    the session's other experiments also serve version 1 and could reload it after eviction."""
+    from serve_app.models.registry import mlflow_uris
+
+    registry = MlflowClient(demo_store["tracking_uri"], demo_store["tracking_uri"])
+    with mlflow_uris(demo_store["tracking_uri"]):
+        own = registry.copy_model_version("models:/digits-logreg/1", "digits-logreg")
+    uris = [
+        f"models:/digits-logreg/{own.version}",
+        "models:/digits-forest/1",
+        "models:/digits-mlp/1",
+    ]
     created = create(
         client,
         "three-pooled",
