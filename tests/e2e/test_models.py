@@ -39,17 +39,23 @@ def wait_for(check: Any, timeout_s: float = 30.0) -> Any:
     raise AssertionError("condition not met in time")
 
 
+def new_logreg_version(tracking_uri: str) -> tuple[MlflowClient, str]:
+    """A copy of digits-logreg version 1 registered now (after the app started): its number."""
+    from serve_app.models.registry import mlflow_uris
+
+    client = MlflowClient(tracking_uri, tracking_uri)
+    with mlflow_uris(tracking_uri):
+        copy = client.copy_model_version("models:/digits-logreg/1", "digits-logreg")
+    return client, str(copy.version)
+
+
 @pytest.fixture(scope="module")
 def registry(demo_store: dict[str, Any]) -> dict[str, Any]:
     """A second version of digits-logreg registered now (after the app started), and an
     alias on version 1."""
-    from serve_app.models.registry import mlflow_uris
-
-    client = MlflowClient(demo_store["tracking_uri"], demo_store["tracking_uri"])
-    with mlflow_uris(demo_store["tracking_uri"]):
-        second = client.copy_model_version("models:/digits-logreg/1", "digits-logreg")
+    client, version = new_logreg_version(demo_store["tracking_uri"])
     client.set_registered_model_alias("digits-logreg", ALIAS, "1")
-    return {"client": client, "new_version": str(second.version)}
+    return {"client": client, "new_version": version}
 
 
 def pool_arm(name: str, uri: str, **extra: Any) -> dict[str, Any]:
@@ -170,13 +176,9 @@ def test_a_model_that_exists_but_fails_to_load_is_refused(client, tmp_path):
 def test_the_pool_evicts_beyond_its_limit_and_reloads_on_demand(client, demo_store):
     """a0 is on a version of its own (copied now), so only this test's requests load it:
     the session's other experiments also serve version 1 and could reload it after eviction."""
-    from serve_app.models.registry import mlflow_uris
-
-    registry = MlflowClient(demo_store["tracking_uri"], demo_store["tracking_uri"])
-    with mlflow_uris(demo_store["tracking_uri"]):
-        own = registry.copy_model_version("models:/digits-logreg/1", "digits-logreg")
+    _, own = new_logreg_version(demo_store["tracking_uri"])
     uris = [
-        f"models:/digits-logreg/{own.version}",
+        f"models:/digits-logreg/{own}",
         "models:/digits-forest/1",
         "models:/digits-mlp/1",
     ]
