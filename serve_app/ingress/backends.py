@@ -72,6 +72,12 @@ class PoolBackend:
         self.ready.add(uri)
         return answer
 
+    def needs_warming(self, uri: str) -> bool:
+        """Only a version this router has not seen loaded: the pool reloads an evicted one on
+        demand, and warming every known version again (on each new revision) would cycle a
+        full replica's LRU, each warm evicting what the one before it loaded."""
+        return uri not in self.ready
+
     async def warm(self, uri: str, timeout_s: float) -> None:
         """Load ``uri`` on a pool replica; raises the loader's error when it cannot."""
         await _timed(self._for(uri).load.remote(), timeout_s)
@@ -90,6 +96,9 @@ class DeploymentBackend:
 
     async def predict(self, features: np.ndarray, uri: str, timeout_s: float) -> list[Any]:
         return list(await _timed(self._method.remote(features, uri), timeout_s))
+
+    def needs_warming(self, uri: str) -> bool:
+        return False
 
     async def warm(self, uri: str, timeout_s: float) -> None:
         """A dedicated deployment loaded its model when it started (and loads a version an
@@ -126,6 +135,9 @@ class LocalBackend:
         self.models[uri] = model
         logger.info("router loaded %s in-process", uri)
         return model
+
+    def needs_warming(self, uri: str) -> bool:
+        return uri not in self.models
 
     async def warm(self, uri: str, timeout_s: float) -> None:
         """Load ``uri`` into this replica; raises the loader's error when it cannot."""

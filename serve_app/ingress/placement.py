@@ -80,11 +80,13 @@ class Placements:
         )
 
     async def warm(self, config: ExperimentConfig, timeout_s: float | None = None) -> None:
-        """Load every model of ``config`` where it runs (errors are logged, not raised)."""
+        """Load every model of ``config`` that this router has not seen loaded where it runs
+        (errors are logged, not raised). :meth:`prepare` loads an experiment created at
+        runtime in any case: that is the check that its models load."""
         timeout = timeout_s or self.config.pool.preload_timeout_s
         for model in [*config.arms, *config.shadows]:
             backend = self.backend(model)
-            if backend is None:
+            if backend is None or not backend.needs_warming(model.serving_uri):
                 continue
             try:
                 await backend.warm(model.serving_uri, timeout)

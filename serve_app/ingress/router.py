@@ -495,6 +495,7 @@ class Router(
             "status": "ok",
             "router": self.router_id,
             "last_sync_age_s": round(time.monotonic() - self.link.last_sync, 3),
+            "unsynced": self.link.unsynced,
             "state_reachable": self.link.failures == 0,
         }
         try:

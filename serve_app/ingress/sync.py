@@ -150,12 +150,18 @@ class Outbox:
         """Is one of these decisions still waiting here for the next batch?"""
         return any(key in self._decisions for key in keys)
 
+    @property
+    def empty(self) -> bool:
+        """No count and no logged decision since the last batch (drift samples aside: they
+        are a sample, not a count)."""
+        return not (self._arms or self._latency or self._shadows or self._decisions)
+
     def take(self, router_id: str, seq: int) -> SyncBatch | None:
         """Everything counted so far as batch ``seq`` (None when there is nothing); the
         outbox starts empty again."""
         samples = {name: sampler.drain() for name, sampler in self._samplers.items()}
         samples = {name: batches for name, batches in samples.items() if batches}
-        if not (self._arms or self._latency or self._shadows or samples or self._decisions):
+        if self.empty and not samples:
             return None
         arms = {
             key: ArmCounts(
@@ -219,6 +225,12 @@ class StateLink:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._sync_forever())
+
+    @property
+    def unsynced(self) -> bool:
+        """Does this replica hold counts or logged decisions the state has not acknowledged
+        (in the outbox, or in a batch sent but not answered)? What its crash would lose now."""
+        return self._pending is not None or not self.outbox.empty
 
     def counted(self) -> None:
         """Call after counting: wakes the sync loop once the outbox holds enough events, or

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from serve_app.cli.commands import app as cli_app
 
 from .conftest import CONTROL_TOKEN, code_model
+from .waiting import synced
 
 pytestmark = pytest.mark.e2e
 
@@ -127,7 +128,7 @@ def test_contextual_experiment_learns_logs_and_answers_ope(app_url: str, arms) -
             assert np.mean(shares) > 0.8, segment
 
         # every decision is logged with its context vector and propensity
-        time.sleep(0.5)  # the last decisions travel with the next sync
+        synced(client)  # the last decisions travel with the next sync
         logged = client.get(f"/experiments/{NAME}/decisions", headers=CONTROL).json()["rows"]
         assert len(logged) == len(served)
         for row in logged:

@@ -23,6 +23,7 @@ from .conftest import (
     stored_rewards,
 )
 from .faults import Load, nonce, record_figures
+from .waiting import synced
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +53,7 @@ def wait_running(app: str, deployment: str, timeout_s: float = 90.0) -> None:
 
 
 def settled_summary(client: httpx.Client, experiment: str) -> dict[str, Any]:
-    time.sleep(0.5)  # several sync intervals: every router's counts reach the state
+    synced(client)  # the router resent what the state had not acknowledged
     return client.get(f"/experiments/{experiment}").json()
 
 
@@ -79,8 +80,9 @@ def check(load: Load, summary: dict[str, Any], stored: dict[str, dict[str, Any]]
 
 
 def test_sigkill_of_an_arm_replica_fails_no_request(app_url, app_args):
-    time.sleep(0.3)
-    before, since = httpx.get(f"{app_url}/experiments/durable").json(), time.time()
+    with httpx.Client(base_url=app_url, timeout=30) as client:
+        synced(client)
+        before, since = client.get("/experiments/durable").json(), time.time()
     load = Load(app_url, "durable", threads=8, seconds=8.0).start()
     time.sleep(2.0)
     os.kill(replica_pid(APP_NAME, "model-ts-forest"), signal.SIGKILL)
@@ -108,7 +110,7 @@ def test_sigkill_of_the_state_replica_loses_nothing_acknowledged(backend, reques
         store_url = guarded["args"]["store_url"]
         headers = {"authorization": f"Bearer {DATA_TOKEN}", "host": GUARDED_HOST}
     with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
-        time.sleep(0.3)
+        synced(client)
         before, since = client.get(f"/experiments/{experiment}").json(), time.time()
         load = Load(url, experiment, threads=8, seconds=8.0, headers=headers).start()
         time.sleep(2.5)

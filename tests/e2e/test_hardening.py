@@ -20,6 +20,7 @@ from .conftest import (
     GUARDED_ORIGIN,
     QA_TOKEN,
 )
+from .waiting import synced
 
 pytestmark = pytest.mark.e2e
 
@@ -38,16 +39,12 @@ def arms(client, experiment: str) -> dict[str, dict]:
     return {arm["name"]: arm for arm in client.get(f"/experiments/{experiment}").json()["arms"]}
 
 
-def settle() -> None:
-    time.sleep(0.3)  # a few sync intervals: counts reach the state
-
-
 # --------------------------------------------------------------------------- finding 1
 
 
 def test_values_that_would_overflow_a_sum_are_refused_and_change_nothing(client):
     decision = predict(client, "hostile")
-    settle()
+    synced(client)
     before = arms(client, "hostile")
     huge = client.post(
         "/feedback",
@@ -123,7 +120,7 @@ def test_forced_calls_can_neither_roll_an_arm_back_nor_skew_srm(client):
     forced errors only, and once its circuit is open the arm is no longer called at all."""
     for _ in range(30):  # routed traffic first, so the guardrail has judged both real arms
         predict(client, "hostile")
-    settle()
+    synced(client)
     srm_before = client.get("/experiments/hostile").json()["srm_p_value"]
     answers = []
     for _ in range(10):
@@ -133,7 +130,7 @@ def test_forced_calls_can_neither_roll_an_arm_back_nor_skew_srm(client):
             headers=QA,
         )
         answers.append(response.status_code)
-    settle()
+    synced(client)
     assert answers[:3] == [200, 200, 200]  # failure_threshold 3: the default arm answered
     assert set(answers[3:]) == {503}  # the circuit is open: 503, and broken is not called
     summary = client.get("/experiments/hostile").json()
@@ -149,7 +146,7 @@ def test_forced_calls_can_neither_roll_an_arm_back_nor_skew_srm(client):
 
 @pytest.mark.parametrize("value", [1e39, -1e39, 3.5e38])
 def test_values_outside_the_models_input_range_are_refused_before_any_arm(client, value):
-    settle()
+    synced(client)
     before = arms(client, "hostile")
     row = [0.0] * 64
     row[17] = value
@@ -157,7 +154,7 @@ def test_values_outside_the_models_input_range_are_refused_before_any_arm(client
     assert response.status_code == 422, response.text
     assert response.json()["field"] == "features[0][17]"
     assert "float32" in response.json()["message"] or "float" in response.json()["message"]
-    settle()
+    synced(client)
     assert arms(client, "hostile") == before  # no decision was counted, no arm was called
 
 

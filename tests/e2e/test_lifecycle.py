@@ -4,7 +4,6 @@ is checked in the audit log, the report and the MLflow run (and registry alias).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from .conftest import CONTROL_TOKEN
+from .waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -60,16 +60,6 @@ def revision_of(decision_id: str) -> int:
 
     body = decision_id.split(".")[2]
     return int(json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["r"])
-
-
-def wait_for(check: Any, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not true within {timeout_s} s: {check}")
 
 
 def audit_actions(client: httpx.Client, experiment: str) -> list[dict[str, Any]]:

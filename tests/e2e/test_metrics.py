@@ -10,6 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serve_app.state.prometheus import exported_names
 
+from .waiting import synced
+
 pytestmark = pytest.mark.e2e
 
 ROW = [[0.0] * 64]
@@ -49,7 +51,7 @@ def test_metrics_carry_every_documented_series(client):
 def test_metrics_agree_with_the_experiment_summary(client):
     for _ in range(20):
         client.post("/predict", json={"features": ROW, "experiment": "split"})
-    time.sleep(0.3)
+    synced(client)
     summary = client.get("/experiments/split").json()
     samples = scrape(client)
     for arm in summary["arms"]:

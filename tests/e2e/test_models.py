@@ -5,7 +5,6 @@ limit and reloads on demand; a router-placed arm answers with no deployment of i
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from .conftest import APP_NAME, CONTROL_TOKEN, QA_TOKEN
+from .waiting import synced, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -27,16 +27,6 @@ def pool_stats() -> dict[str, Any]:
 
     handle = serve.get_deployment_handle("model-pool", app_name=APP_NAME)
     return handle.stats.remote().result(timeout_s=30)
-
-
-def wait_for(check: Any, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def new_logreg_version(tracking_uri: str) -> tuple[MlflowClient, str]:
@@ -101,7 +91,7 @@ def test_a_new_version_is_tested_promoted_and_followed_without_a_redeploy(client
         )
         assert answer.status_code == 200, answer.text
     assert versions == {"stable": {"1"}, "candidate": {new}}  # the alias was pinned at creation
-    time.sleep(0.3)
+    synced(client)
     arms = {a["name"]: a for a in client.get("/experiments/new-version").json()["arms"]}
     assert (arms["candidate"]["reward_mean"], arms["stable"]["reward_mean"]) == (1.0, 0.0)
     assert arms["candidate"]["prob_best"] > 0.99

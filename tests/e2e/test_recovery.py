@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from .conftest import APP_NAME, deploy, stored_rewards
+from .waiting import synced
 
 pytestmark = pytest.mark.e2e
 
@@ -159,7 +160,7 @@ def test_restarting_the_app_restores_every_experiment(app_url, app_args):
         assert (
             client.post("/feedback", json={"decision_id": used["decision_id"], "reward": 1})
         ).status_code == 200
-        time.sleep(0.3)  # one sync: request counts reach the state
+        synced(client)
         before = client.get("/experiments").json()
     serve.delete(APP_NAME)
     deploy(app_args, app_url)

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from .conftest import QA_TOKEN
+from .waiting import synced
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +52,7 @@ def test_failing_arm_falls_back_then_its_circuit_opens(client):
     )
     assert response.status_code == 200
     assert response.json()["learned"] is False
-    time.sleep(0.2)
+    synced(client)
     arms = arms_of(client, "flaky")
     assert arms["broken"]["errors"] >= 3
     assert arms["broken"]["fallbacks"] == arms["broken"]["errors"]
@@ -65,7 +66,7 @@ def test_open_circuit_is_probed_after_the_cooldown(client):
     time.sleep(2.2)  # cooldown_s: 2
     for _ in range(20):
         assert post_predict(client, "flaky").status_code == 200
-    time.sleep(0.2)
+    synced(client)
     # the half-open probe hit the broken arm once more (then opened again)
     assert arms_of(client, "flaky")["broken"]["errors"] > errors_before
 
@@ -89,7 +90,7 @@ def test_forced_arm_by_header_and_field(client):
         assert body["propensity"] == 1.0
     feedback = client.post("/feedback", json={"decision_id": by_field["decision_id"], "reward": 1})
     assert feedback.json()["learned"] is False
-    time.sleep(0.2)
+    synced(client)
     after = arms_of(client, "split")
     assert after["forest"]["forced"] == before["forest"]["forced"] + 2
     assert after["forest"]["requests"] == before["forest"]["requests"]  # not a policy decision

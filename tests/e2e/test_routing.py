@@ -8,6 +8,8 @@ from collections import Counter
 
 import pytest
 
+from .waiting import wait_for
+
 pytestmark = pytest.mark.e2e
 
 ROW = [[0.0] * 64]
@@ -26,15 +28,6 @@ def summary(client, name: str) -> dict:
     response = client.get(f"/experiments/{name}")
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def wait_for(condition, timeout_s: float = 10.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def test_predict_response_shape(client):

@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from serve_app.cli.simulate import SimulationResult, run_simulation
 from serve_app.report.plots import share_by_decisions, traffic_shares
 
 from .conftest import arm, deploy
+from .waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -232,18 +233,6 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll ``check`` every 0.25 s until it returns something truthy; fail after the limit."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.25)
 
 
 def screenshot(driver: Any, name: str) -> Path:

@@ -52,6 +52,25 @@ def test_a_batch_whose_answer_was_lost_is_sent_again_and_counted_once(in_process
     run(scenario())
 
 
+def test_unsynced_holds_until_the_state_acknowledged_every_count(in_process, tmp_path):
+    async def scenario():
+        state, handle, link, _ = await link_to(in_process, tmp_path)
+        assert link.unsynced is False
+        link.outbox.latency("exp", "a", 0, 0.01)
+        assert link.unsynced is True  # a latency count alone is something to send
+        link.outbox.count("exp", 1, "a", "pulls")
+        handle.lose["sync"] = 1  # committed, but the answer is lost: still unacknowledged
+        assert await link.sync_once() is False
+        assert link.outbox.empty
+        assert link.unsynced is True
+        assert await link.sync_once() is True
+        assert link.unsynced is False
+        assert (await state.experiment_summary("exp"))["arms"][0]["requests"] == 1
+        await state.close()
+
+    run(scenario())
+
+
 def test_counts_wait_in_the_outbox_while_the_state_is_down(in_process, tmp_path):
     async def scenario():
         state, handle, link, _ = await link_to(in_process, tmp_path)
