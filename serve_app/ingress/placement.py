@@ -36,6 +36,11 @@ logger = logging.getLogger("ray.serve")
 Backend = PoolBackend | DeploymentBackend | LocalBackend
 
 
+def serving_uris(config: ExperimentConfig) -> frozenset[str]:
+    """The versions an experiment's arms and shadows serve."""
+    return frozenset(model.serving_uri for model in [*config.arms, *config.shadows])
+
+
 def dedicated_key(model: ModelConfig) -> str:
     """The identity of a dedicated deployment: same URI and options, same deployment."""
     return json.dumps([model.model_uri, model.deployment.model_dump(mode="json")])
@@ -79,17 +84,31 @@ class Placements:
             {shadow.name: find(shadow) for shadow in config.shadows},
         )
 
-    async def warm(self, config: ExperimentConfig, timeout_s: float | None = None) -> None:
-        """Load every model of ``config`` that this router has not seen loaded where it runs
-        (errors are logged, not raised). :meth:`prepare` loads an experiment created at
-        runtime in any case: that is the check that its models load."""
+    async def warm(
+        self,
+        config: ExperimentConfig,
+        timeout_s: float | None = None,
+        again: frozenset[str] = frozenset(),
+    ) -> None:
+        """Load every model of ``config`` that this router has not seen loaded where it runs,
+        and the versions in ``again`` in any case (errors are logged, not raised).
+
+        A revision that moves an arm to a version (an alias moved, maybe back to one served
+        before) passes it in ``again``: the pool may have evicted it since. :meth:`prepare`
+        loads an experiment created at runtime in any case: that is the check that its
+        models load. This skips only within one router replica: another one warms a new
+        experiment's versions once itself.
+        """
         timeout = timeout_s or self.config.pool.preload_timeout_s
         for model in [*config.arms, *config.shadows]:
             backend = self.backend(model)
-            if backend is None or not backend.needs_warming(model.serving_uri):
+            if backend is None:
+                continue
+            uri = model.serving_uri
+            if uri not in again and not backend.needs_warming(uri):
                 continue
             try:
-                await backend.warm(model.serving_uri, timeout)
+                await backend.warm(uri, timeout)
             except Exception as error:
                 logger.warning("warming %s of %s failed: %r", model.name, config.name, error)
 

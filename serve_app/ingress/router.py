@@ -55,7 +55,7 @@ from serve_app.ingress.http import LOCAL_HOSTS as DEFAULT_HOSTS
 from serve_app.ingress.logbook import DecisionLogEndpoints
 from serve_app.ingress.oip import OpenInferenceEndpoints, allow_binary_body
 from serve_app.ingress.oip_grpc import OpenInferenceGrpc
-from serve_app.ingress.placement import Placements
+from serve_app.ingress.placement import Placements, serving_uris
 from serve_app.ingress.planning import PlanEndpoints
 from serve_app.ingress.routing import Route, RoutedExperiment
 from serve_app.ingress.schemas import (
@@ -182,9 +182,10 @@ class Router(
         await asyncio.gather(*(task for task in list(self._warming)), return_exceptions=True)
         self.link.start()
 
-    def _warm(self, config: ExperimentConfig) -> None:
-        """Load an experiment's models where they run, in the background."""
-        task = asyncio.get_running_loop().create_task(self.placements.warm(config))
+    def _warm(self, config: ExperimentConfig, again: frozenset[str] = frozenset()) -> None:
+        """Load an experiment's models where they run, in the background (see
+        :meth:`Placements.warm`)."""
+        task = asyncio.get_running_loop().create_task(self.placements.warm(config, again=again))
         self._warming.add(task)
         task.add_done_callback(self._warming.discard)
 
@@ -219,7 +220,7 @@ class Router(
         except KeyError as missing:
             logger.error("experiment %s uses undeployed model %s", config.name, missing)
             return
-        self._warm(config)
+        self._warm(config, again=serving_uris(config) - serving_uris(routed.config))
 
     def _mark_unavailable(self, running: dict[str, int] | None) -> None:
         """Hold an arm's circuit open while its deployment has no running replica (the

@@ -229,7 +229,8 @@ class StateLink:
     @property
     def unsynced(self) -> bool:
         """Does this replica hold counts or logged decisions the state has not acknowledged
-        (in the outbox, or in a batch sent but not answered)? What its crash would lose now."""
+        (in the outbox, or in a batch sent but not answered)? Drift samples and shadow calls
+        still running are not counted."""
         return self._pending is not None or not self.outbox.empty
 
     def counted(self) -> None:
@@ -251,7 +252,10 @@ class StateLink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wanted.wait(), timeout=self.interval)
             self._wanted.clear()
-            await self.sync_once()
+            try:
+                await self.sync_once()
+            except Exception:  # a snapshot this replica failed to apply: the next one may not
+                logger.exception("applying the state's snapshot failed; syncing on")
 
     def _next_interval(self, sent: bool) -> None:
         """Busy (something was sent): ``sync_interval_s``; empty: double, up to

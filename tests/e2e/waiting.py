@@ -39,11 +39,16 @@ def wait_for(
 
 def synced(client: httpx.Client, timeout_s: float = 30.0) -> None:
     """Until the router has nothing the state has not acknowledged (``/healthz`` says
-    ``unsynced: false``): every count and logged decision of the requests answered so far is
-    in the state. The test apps run one router replica, so one replica's answer is all."""
+    ``unsynced: false``): the counts and logged decisions of the requests answered so far are
+    in the state (shadow calls still running aside). The test apps run one router replica, so
+    one replica's answer is all. A failed health check (a router restarting) is polled again."""
 
     def flushed() -> bool:
-        health: dict[str, Any] = client.get("/healthz").json()
-        return health["unsynced"] is False
+        try:
+            response = client.get("/healthz")
+            health: dict[str, Any] = response.json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        return response.status_code == 200 and health.get("unsynced") is False
 
     wait_for(flushed, timeout_s, "the router's counts to reach the state", every_s=0.05)

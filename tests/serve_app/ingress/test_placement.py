@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 from serve_app.config import parse_config
-from serve_app.ingress.placement import Placements
+from serve_app.ingress.placement import Placements, serving_uris
 
 THREE = [{"name": f"a{i}", "model_uri": f"/m/{i}", "weight": 1 / 3} for i in range(3)]
 
@@ -19,8 +19,9 @@ class PoolHandle:
 
     deployment_name = "model-pool"
 
-    def __init__(self) -> None:
+    def __init__(self, failing: set[str] | None = None) -> None:
         self.loads: list[str] = []
+        self.failing = failing or set()
 
     def options(self, multiplexed_model_id: str) -> Any:
         pool = self
@@ -29,6 +30,8 @@ class PoolHandle:
             def remote(self) -> Any:
                 async def call() -> dict[str, str]:
                     pool.loads.append(multiplexed_model_id)
+                    if multiplexed_model_id in pool.failing:
+                        raise OSError(f"cannot load {multiplexed_model_id}")
                     return {"uri": multiplexed_model_id}
 
                 return call()
@@ -56,3 +59,17 @@ def test_a_new_revision_warms_only_versions_this_router_has_not_loaded(in_proces
     )
     asyncio.run(placements.warm(moved))  # an arm moved to a new version: only that one loads
     assert pool.loads == ["/m/0", "/m/1", "/m/2", "/m/3"]
+    back = experiment.model_copy(update={"arms": experiment.arms[:1]})
+    asyncio.run(placements.warm(back, again=serving_uris(back) - serving_uris(moved)))
+    assert pool.loads[4:] == ["/m/0"]  # moved back to a version served before: loaded again
+
+
+def test_a_warm_that_failed_is_tried_again(in_process, tmp_path):
+    experiments = [{"name": "three", "policy": {"name": "fixed"}, "arms": THREE}]
+    config = parse_config(in_process.state_args(str(tmp_path), experiments=experiments))
+    pool = PoolHandle(failing={"/m/1"})
+    placements = Placements(config, pool, {})
+    asyncio.run(placements.warm(config.experiments[0]))  # logged, not raised
+    pool.failing.clear()
+    asyncio.run(placements.warm(config.experiments[0]))
+    assert pool.loads == ["/m/0", "/m/1", "/m/2", "/m/1"]

@@ -71,6 +71,33 @@ def test_unsynced_holds_until_the_state_acknowledged_every_count(in_process, tmp
     run(scenario())
 
 
+def test_a_snapshot_that_fails_to_apply_does_not_stop_the_sync_loop(in_process, tmp_path):
+    async def scenario():
+        config = parse_config(in_process.state_args(str(tmp_path)))
+        state = await in_process.start_state(config)
+        handle = in_process.LocalHandle(state)
+        applied = []
+
+        def apply(snapshot):
+            applied.append(snapshot)
+            if len(applied) == 1:
+                raise RuntimeError("a bug in applying the first snapshot")
+
+        settings = RouterConfig(sync_interval_s=0.02, idle_sync_interval_s=0.02)
+        link = StateLink(handle, "router-1", settings, apply, lambda: {}, lambda: {})
+        link.start()
+        link.outbox.count("exp", 1, "a", "pulls")
+        deadline = time.monotonic() + 5.0
+        while len(applied) < 3:
+            assert time.monotonic() < deadline, "the loop stopped after the failed snapshot"
+            await asyncio.sleep(0.01)
+        assert (await state.experiment_summary("exp"))["arms"][0]["requests"] == 1
+        await link.close()
+        await state.close()
+
+    run(scenario())
+
+
 def test_counts_wait_in_the_outbox_while_the_state_is_down(in_process, tmp_path):
     async def scenario():
         state, handle, link, _ = await link_to(in_process, tmp_path)
