@@ -123,14 +123,20 @@ def summary(http: httpx.Client) -> dict[str, Any]:
 def test_tritonclient_sees_a_live_ready_server_and_the_experiment_as_a_model(oip_url):
     client = triton_client(oip_url)
     assert client.is_server_live()
-    # ready once the state has seen the arms' replicas running (it polls Serve every 2 s)
+    # ready once the state has seen an arm's replica running (the server: any arm of every
+    # experiment) and the router has its next snapshot; each arm follows as its replica runs
     deadline = time.monotonic() + 30
-    while not client.is_server_ready():
+    arms = ("logreg", "forest")
+
+    def ready() -> bool:
+        every_arm = all(client.is_model_ready(EXPERIMENT, model_version=arm) for arm in arms)
+        return every_arm and client.is_server_ready()
+
+    while not ready():
         assert time.monotonic() < deadline, httpx.get(f"{oip_url}/healthz").text
         time.sleep(0.25)
-    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
     assert client.is_model_ready(EXPERIMENT)
-    assert client.is_model_ready(EXPERIMENT, model_version="forest")
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
     metadata = client.get_model_metadata(EXPERIMENT)
     assert metadata["name"] == EXPERIMENT
     assert metadata["versions"] == ["logreg", "forest"]
