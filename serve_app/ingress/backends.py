@@ -141,5 +141,5 @@ class LocalBackend:
 
     async def warm(self, uri: str, timeout_s: float) -> None:
         """Load ``uri`` into this replica; raises the loader's error when it cannot."""
-        if uri not in self.models:
+        if self.needs_warming(uri):
             await asyncio.wait_for(asyncio.shield(self._start_loading(uri)), timeout=timeout_s)

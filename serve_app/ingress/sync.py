@@ -252,10 +252,7 @@ class StateLink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wanted.wait(), timeout=self.interval)
             self._wanted.clear()
-            try:
-                await self.sync_once()
-            except Exception:  # a snapshot this replica failed to apply: the next one may not
-                logger.exception("applying the state's snapshot failed; syncing on")
+            await self.sync_once()
 
     def _next_interval(self, sent: bool) -> None:
         """Busy (something was sent): ``sync_interval_s``; empty: double, up to
@@ -264,7 +261,9 @@ class StateLink:
         self.interval = busy if sent else min(2 * self.interval, idle)
 
     async def sync_once(self) -> bool:
-        """Send the pending batch (or a new one) and apply the snapshot; False on failure."""
+        """Send the pending batch (or a new one) and apply the snapshot; False when the
+        batch was not acknowledged (a snapshot that fails to apply is logged: the batch is
+        stored, and neither the sync loop nor a feedback commit waiting on it stops)."""
         async with self._lock:
             if self._pending is None:
                 self._pending = self.outbox.take(self.router_id, self._seq + 1)
@@ -288,7 +287,10 @@ class StateLink:
             self._pending = None
             self.failures = 0
             self.last_sync = time.monotonic()
-        self._on_snapshot(snapshot)
+        try:
+            self._on_snapshot(snapshot)
+        except Exception:
+            logger.exception("applying the state's snapshot failed; the next sync brings one")
         return True
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from serve_app.config import RouterConfig, parse_config
 from serve_app.errors import Unavailable
-from serve_app.experiment.records import FeedbackOutcome, FeedbackRecord
+from serve_app.experiment.records import FeedbackOutcome, FeedbackRecord, LoggedDecision
 from serve_app.ingress.sync import StateLink
 
 
@@ -93,6 +93,33 @@ def test_a_snapshot_that_fails_to_apply_does_not_stop_the_sync_loop(in_process, 
             await asyncio.sleep(0.01)
         assert (await state.experiment_summary("exp"))["arms"][0]["requests"] == 1
         await link.close()
+        await state.close()
+
+    run(scenario())
+
+
+def test_feedback_is_acknowledged_when_the_sync_before_its_commit_fails_to_apply(
+    in_process, tmp_path
+):
+    """Feedback whose decision still waits in the outbox syncs first; a snapshot that fails
+    to apply there must not leave the commit (and its client) waiting forever."""
+
+    async def scenario():
+        config = parse_config(in_process.state_args(str(tmp_path)))
+        state = await in_process.start_state(config)
+
+        def apply(snapshot):
+            raise RuntimeError("a bug in applying the snapshot")
+
+        settings = RouterConfig(feedback_commit_window_s=0.0)
+        link = StateLink(
+            in_process.LocalHandle(state), "router-1", settings, apply, lambda: {}, lambda: {}
+        )
+        link.outbox.count("exp", 1, "a", "pulls")
+        link.outbox.log_decision(LoggedDecision("k1", "exp", 1, "a", 0.5, time.time(), (), ()))
+        outcome = await asyncio.wait_for(link.commit(record("k1")), timeout=10)
+        assert outcome is FeedbackOutcome.STORED
+        assert link.unsynced is False  # the decision went out with the sync before the commit
         await state.close()
 
     run(scenario())
