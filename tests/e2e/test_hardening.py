@@ -20,7 +20,7 @@ from .conftest import (
     GUARDED_ORIGIN,
     QA_TOKEN,
 )
-from .waiting import synced
+from .waiting import synced, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -84,10 +84,11 @@ def test_one_bad_feedback_never_fails_the_group_commit_it_would_have_joined(clie
 def wait_closed(client, experiment: str, arm: str) -> None:
     """Until this router has seen the arm's replica running (the first seconds after a
     deploy), its circuit may be held open."""
-    deadline = time.monotonic() + 15
-    while client.get("/healthz").json()["circuits"][experiment][arm] != "closed":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_for(
+        lambda: client.get("/healthz").json()["circuits"][experiment][arm] == "closed",
+        15,
+        f"the circuit of {experiment}/{arm} closed",
+    )
 
 
 def test_forcing_an_arm_needs_the_control_or_qa_token(client):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 import pytest
 
 from .conftest import CONTROL_TOKEN, QA_TOKEN, arm, deploy
+from .waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -125,16 +125,13 @@ def test_tritonclient_sees_a_live_ready_server_and_the_experiment_as_a_model(oip
     assert client.is_server_live()
     # ready once the state has seen an arm's replica running (the server: any arm of every
     # experiment) and the router has its next snapshot; each arm follows as its replica runs
-    deadline = time.monotonic() + 30
     arms = ("logreg", "forest")
 
     def ready() -> bool:
         every_arm = all(client.is_model_ready(EXPERIMENT, model_version=arm) for arm in arms)
         return every_arm and client.is_server_ready()
 
-    while not ready():
-        assert time.monotonic() < deadline, httpx.get(f"{oip_url}/healthz").text
-        time.sleep(0.25)
+    wait_for(ready, 30, "the server and both arms ready")
     assert client.is_model_ready(EXPERIMENT)
     assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
     metadata = client.get_model_metadata(EXPERIMENT)
@@ -206,17 +203,16 @@ def test_feedback_on_v2_decisions_teaches_the_policy(oip_url, http, rows):
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["learned"] is True
+
     # feedback reaches the state directly; request counts come with the router's next sync
-    deadline = time.monotonic() + 15
-    while True:
+    def learned() -> dict[str, Any] | None:
         after = summary(http)
         fed = {name: after[name]["feedback"] - before[name]["feedback"] for name in after}
         requests = sum(after[n]["requests"] - before[n]["requests"] for n in after)
-        learned = after["forest"]["weight"] > after["logreg"]["weight"]
-        if fed == by_arm and learned and requests >= rounds:
-            break
-        assert time.monotonic() < deadline, (by_arm, requests, after)
-        time.sleep(0.2)
+        rising = after["forest"]["weight"] > after["logreg"]["weight"]
+        return after if fed == by_arm and rising and requests >= rounds else None
+
+    after = wait_for(learned, 15, f"{by_arm} rewards learned and {rounds} requests counted")
     assert after["forest"]["reward_sum"] - before["forest"]["reward_sum"] == by_arm["forest"]
     assert after["logreg"]["reward_sum"] == before["logreg"]["reward_sum"]
 
