@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from serve_app.ingress.sync import resolve
 from serve_app.models.loading import load_model, predict_labels
 
 logger = logging.getLogger("ray.serve")
@@ -35,8 +34,11 @@ class ModelLoading(Exception):
 
 
 async def _timed(response: Any, timeout_s: float) -> Any:
+    """Await a deployment response for at most ``timeout_s`` (``asyncio.timeout``: no task
+    per call, as ``wait_for`` makes); a call that times out or is cancelled is cancelled."""
     try:
-        return await asyncio.wait_for(resolve(response), timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await response
     except BaseException:
         with contextlib.suppress(Exception):
             response.cancel()

@@ -49,16 +49,14 @@ class Dispatcher:
     """Arm calls and shadow copies of one router replica.
 
     Args:
-        outbox: Where calls are counted.
+        outbox: Where calls are counted (the state exports them as the ``bandit_arm_*``
+            series: one place for every arm's requests, errors, fallbacks and latency).
         limits: The router's config (``mirror_max_in_flight``).
-        observe: Called with ``(experiment, arm, outcome, seconds)`` for each answered or
-            failed call (the router's Ray metrics).
     """
 
-    def __init__(self, outbox: Outbox, limits: RouterConfig, observe: Any) -> None:
+    def __init__(self, outbox: Outbox, limits: RouterConfig) -> None:
         self.outbox = outbox
         self.limits = limits
-        self.observe = observe
         self._mirrors: set[asyncio.Task[None]] = set()
 
     async def answer(self, routed: RoutedExperiment, route: Route, features: np.ndarray) -> Answer:
@@ -67,18 +65,13 @@ class Dispatcher:
         Raises:
             Unavailable: neither the arm nor the default arm could answer (503).
         """
-        name, arm = routed.name, route.arm
+        arm = route.arm
         started = time.perf_counter()
         try:
             predictions = await self.call(routed, arm, features)
-        except ModelLoading as cold:
-            self.observe(name, arm, "cold", time.perf_counter() - started)
-            return await self._fall_back(routed, route, features, cold)
-        except Exception as error:
-            self.observe(name, arm, "error", time.perf_counter() - started)
+        except Exception as error:  # ModelLoading (a cold start) included
             return await self._fall_back(routed, route, features, error)
         self._latency(routed, route, arm, time.perf_counter() - started)
-        self.observe(name, arm, "ok", time.perf_counter() - started)
         return Answer(predictions, arm, route.learned, False, routed.model_version(arm))
 
     def _latency(self, routed: RoutedExperiment, route: Route, arm: str, seconds: float) -> None:
@@ -99,14 +92,11 @@ class Dispatcher:
             "arm %s of %s failed (%r); answering with %s", route.arm, name, error, default
         )
         self.outbox.count(name, revision, route.arm, "fallbacks")
-        started = time.perf_counter()
         try:
             predictions = await self.call(routed, default, features)
         except Exception as default_error:
             self.outbox.count(name, revision, default, "errors")
             raise self._unavailable(routed, default, default_error) from None
-        seconds = time.perf_counter() - started
-        self.observe(name, default, "fallback", seconds)
         return Answer(predictions, default, False, True, routed.model_version(default))
 
     async def call(self, routed: RoutedExperiment, arm: str, features: np.ndarray) -> list[Any]:

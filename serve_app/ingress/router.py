@@ -13,7 +13,7 @@ parses it strictly (:func:`~serve_app.ingress.http.parse_body`); the request gua
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoint annotations.
 import asyncio
-import dataclasses
+import json
 import logging
 import time
 import uuid
@@ -27,7 +27,6 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from ray import serve
-from ray.serve import metrics as ray_metrics
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.config import AppConfig, ExperimentConfig
@@ -40,7 +39,6 @@ from serve_app.errors import (
 )
 from serve_app.experiment.contextual import encode_request
 from serve_app.experiment.records import (
-    LATENCY_BUCKETS,
     FeedbackOutcome,
     FeedbackRecord,
     InvalidRecord,
@@ -97,35 +95,15 @@ class Served:
     model_version: str | None = None
 
     def response(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # not dataclasses.asdict: it deep-copies the predictions, on every request
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
-
-class RouterMetrics:
-    """Ray Serve's own metrics of this replica (exported by Ray, the ``ray_`` prefix)."""
-
-    def __init__(self) -> None:
-        self.requests = ray_metrics.Counter(
-            "bandit_router_requests",
-            description="Model calls by experiment, arm and outcome (ok, fallback, error).",
-            tag_keys=("experiment", "arm", "outcome"),
-        )
-        self.rewards = ray_metrics.Histogram(
-            "bandit_router_reward",
-            description="Rewards of acknowledged feedback (count: feedback; sum: reward sum).",
-            boundaries=[0.25, 0.5, 0.75, 1.0, 10.0, 100.0, 1000.0],  # Ray: positive only
-            tag_keys=("experiment", "arm", "learned"),
-        )
-        self.latency = ray_metrics.Histogram(
-            "bandit_router_latency_ms",
-            description="Model call latency seen by the router, in milliseconds.",
-            boundaries=[1000.0 * bound for bound in LATENCY_BUCKETS],
-            tag_keys=("experiment", "arm"),
-        )
-
-    def observe(self, experiment: str, arm: str, outcome: str, seconds: float) -> None:
-        tags = {"experiment": experiment, "arm": arm}
-        self.requests.inc(tags={**tags, "outcome": outcome})
-        self.latency.observe(seconds * 1000.0, tags=tags)
+    def json(self) -> bytes:
+        """The body of ``/predict``: :class:`~serve_app.ingress.schemas.PredictResponse`'s
+        fields, compact JSON as FastAPI writes it (a non-finite prediction is an error)."""
+        return json.dumps(
+            self.response(), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode()
 
 
 @serve.deployment
@@ -160,12 +138,12 @@ class Router(
                 authorize_docs=self.auth.docs,
                 cors_origins=tuple(config.http.cors_origins),
                 allow_body=allow_binary_body,
+                direct_posts={"/predict": self.predict},
             )
         )
         self.placements = Placements(config, pool, dedicated)
         self.experiments: dict[str, RoutedExperiment] = {}
         self._default_experiment = config.experiments[0].name
-        self.metrics = RouterMetrics()
         self.link = StateLink(
             state,
             self.router_id,
@@ -174,7 +152,7 @@ class Router(
             revisions=lambda: {name: e.revision for name, e in self.experiments.items()},
             circuits=self._circuits,
         )
-        self.dispatch = Dispatcher(self.link.outbox, self.limits, self.metrics.observe)
+        self.dispatch = Dispatcher(self.link.outbox, self.limits)
         self._assignments: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self._warming: set[asyncio.Task[None]] = set()
         self._apply(registration["snapshot"])
@@ -262,7 +240,7 @@ class Router(
         responses=ERRORS,
         openapi_extra=json_body(PredictRequest),
     )
-    async def predict(self, request: Request) -> PredictResponse:
+    async def predict(self, request: Request) -> Response:
         """Route a batch of feature rows to one arm and return its predictions.
 
         A QA client may force an arm with the field ``arm`` or the header ``X-Bandit-Arm``
@@ -284,7 +262,9 @@ class Router(
         served = await self.serve_rows(
             routed, features, unit_id=body.unit_id, forced_arm=forced, context=body.context
         )
-        return PredictResponse(**served.response())
+        # encoded here, not by FastAPI's response_model (which would validate and convert a
+        # response built from checked values once more): the hot path's share of the router
+        return Response(served.json(), media_type="application/json")
 
     async def serve_rows(
         self,
@@ -456,13 +436,6 @@ class Router(
                 field="decision_id",
             )
         replayed = outcome is FeedbackOutcome.REPLAYED
-        if not replayed:
-            tags = {
-                "experiment": token.experiment,
-                "arm": token.arm,
-                "learned": str(learned).lower(),
-            }
-            self.metrics.rewards.observe(body.reward, tags=tags)
         return FeedbackResponse(
             experiment=token.experiment,
             arm=token.arm,

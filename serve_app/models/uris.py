@@ -18,6 +18,7 @@ version=None, alias='champion', selector=None, run_id=None, path=None)
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -45,8 +46,10 @@ class ModelUri:
         return self.kind == "registered" and (self.alias is not None or self.selector is not None)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_model_uri(uri: str) -> ModelUri:
-    """Split a model URI into its parts; never raises."""
+    """Split a model URI into its parts; never raises. Cached: a pure function of the string
+    with an immutable answer, asked on every prediction (which version answered)."""
     parsed = urlparse(uri)
     scheme = parsed.scheme
     if scheme == "models":

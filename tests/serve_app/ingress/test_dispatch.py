@@ -55,8 +55,7 @@ def experiment(backends, shadows=None, shadow_timeout=0.2):
 
 def dispatcher(**limits):
     outbox = Outbox()
-    observed = []
-    return Dispatcher(outbox, RouterConfig(**limits), lambda *a: observed.append(a)), outbox
+    return Dispatcher(outbox, RouterConfig(**limits)), outbox
 
 
 def counts(outbox: Outbox):

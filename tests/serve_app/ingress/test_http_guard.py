@@ -100,3 +100,82 @@ def test_cors_is_off_unless_origins_are_configured():
     assert allowed.headers["access-control-allow-origin"] == "https://dash.example.com"
     other = opened.get("/openapi-like", headers={"origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+
+
+def build_direct(**settings) -> tuple[TestClient, list[str]]:
+    """The app of :func:`build` plus ``/strict`` (a FastAPI endpoint that validates its body
+    as :class:`Strict`), also called directly by the guard when ``direct`` is set."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, ValidationError
+
+    from serve_app.errors import Unavailable
+
+    class Strict(BaseModel):
+        n: int
+
+    ways: list[str] = []
+
+    async def strict(request: Request) -> JSONResponse:
+        ways.append("called")
+        if request.headers.get("authorization") != "Bearer ok":
+            raise Unauthorized("a token is needed")
+        try:
+            body = Strict.model_validate_json(await read_body(request, 10**9))
+        except ValidationError as error:
+            raise RequestValidationError(error.errors()) from None
+        if body.n < 0:
+            raise Unavailable("try later")
+        if body.n == 13:
+            raise RuntimeError("a bug")
+        return JSONResponse({"n": body.n})
+
+    client = build(GuardSettings(direct_posts={"/strict": strict}, **settings))
+    app = client.app
+
+    @app.post("/strict")
+    async def via_fastapi(request: Request) -> JSONResponse:
+        ways.append("fastapi")
+        return await strict(request)
+
+    app.add_exception_handler(RequestValidationError, http._validation_error)
+    return client, ways
+
+
+def test_a_direct_endpoint_answers_as_its_fastapi_route_would():
+    ok = {"authorization": "Bearer ok"}
+    cases = [
+        ({"json": {"n": 1}, "headers": ok}, 200),
+        ({"json": {"n": 1}}, 401),
+        ({"json": {"n": "x"}, "headers": ok}, 422),
+        ({"content": b"{", "headers": {**ok, "content-type": "application/json"}}, 422),
+        ({"json": {"n": -1}, "headers": ok}, 503),
+        ({"json": {"n": 13}, "headers": ok}, 500),
+        ({"content": b"n=1", "headers": {**ok, "content-type": "text/plain"}}, 415),
+    ]
+
+    def answers(client: TestClient) -> list:
+        return [client.post("/strict", **kwargs) for kwargs, _ in cases]
+
+    # the guard's settings are one per process (one router per replica): one client at a time
+    direct, ways = build_direct()
+    directly = answers(direct)
+    assert direct.get("/strict").status_code == 405  # only POST is direct
+    assert "fastapi" not in ways
+    assert ways.count("called") == 6
+    too_big = build_direct(max_body_bytes=1024)[0].post(
+        "/strict", content=b"x" * 2000, headers={**ok, "content-type": "application/json"}
+    )
+    assert too_big.status_code == 413
+    routed, routed_ways = build_direct(cors_origins=("https://dash.example.com",))
+    via_fastapi = answers(routed)
+    assert routed_ways.count("fastapi") == 6  # with CORS it goes the FastAPI way
+    for (kwargs, status), a, b in zip(cases, directly, via_fastapi, strict=True):
+        assert (a.status_code, b.status_code) == (status, status), kwargs
+        if status != 500:
+            assert a.json() == b.json(), kwargs
+        for header in ("www-authenticate", "retry-after", "content-type"):
+            assert a.headers.get(header) == b.headers.get(header), (kwargs, header)
+    assert directly[0].json() == {"n": 1}
+    assert directly[2].json()["field"] == "n"
+    assert directly[3].json()["field"] == "body"
