@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.caching import SharedResults
 from serve_app.config import AppConfig, ExperimentConfig
 from serve_app.errors import (
     BanditServeError,
@@ -155,6 +156,8 @@ class Router(
         self.dispatch = Dispatcher(self.link.outbox, self.limits)
         self._assignments: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self._warming: set[asyncio.Task[None]] = set()
+        # the state's reports, kept while its copy is fresh: a flood stays in this replica
+        self.reports: SharedResults[tuple[str, bool, int], bytes] = SharedResults()
         self._apply(registration["snapshot"])
         # cold starts are explicit: this replica answers once its experiments' models load
         await asyncio.gather(*(task for task in list(self._warming)), return_exceptions=True)
@@ -506,7 +509,10 @@ class Router(
         if name not in self.experiments:
             raise self._unknown(name)
         audit = self.auth.is_control(authorization)
-        encoded = await self.link.state.report.remote(name, audit, timeline_points)
+        encoded, _ = await self.reports.get(
+            (name, audit, timeline_points),
+            lambda: self.link.state.shared_report.remote(name, audit, timeline_points),
+        )
         return Response(encoded, media_type="application/json")
 
     @app.get("/experiments/{name}/drift", responses=ERRORS)

@@ -274,6 +274,13 @@ class ExperimentState:
         :func:`serve_app.report.build.build_report`), built off the loop and cached briefly."""
         return await self.reports.encoded(name, audit, timeline_points)
 
+    async def shared_report(
+        self, name: str, audit: bool = False, timeline_points: int = 500
+    ) -> tuple[bytes, float]:
+        """:meth:`report`, and the seconds its cached copy stays fresh (a router keeps it
+        that long)."""
+        return await self.reports.shared(name, audit, timeline_points)
+
     async def _mlflow_report(self, name: str) -> dict[str, Any]:
         return await self.reports.report(name, True, 5000)
 

@@ -6,17 +6,18 @@ commits that share it. So a request takes a copy of the experiment on the loop (
 microseconds), and the store reads, the analysis and the JSON encoding run in a worker
 thread; concurrent requests for the same report share one build, and a built report is
 served again for ``ttl_s`` as the encoded bytes (which cross the actor boundary and leave the
-router without being encoded again).
+router without being encoded again). Routers keep a copy for as long as this one stays fresh
+(:meth:`ReportCache.shared` says how long), so a report is never older than ``ttl_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
+from serve_app.caching import SharedResults
 from serve_app.errors import BanditServeError
 from serve_app.experiment.live import LiveExperiment
 from serve_app.experiment.offpolicy import default_candidates, evaluate_log
@@ -28,6 +29,9 @@ AUDIT_ENTRIES = 1000
 OPE_ROWS = 20_000
 """The newest logged decisions the report's off-policy section reads."""
 OPE_ESTIMATORS = ("ips", "snips", "dr")
+KEPT_REPORTS = 64
+"""Most reports kept at once: the key holds the caller's ``timeline_points``, which must not
+grow the cache without bound."""
 
 
 class ReportCache:
@@ -38,12 +42,12 @@ class ReportCache:
         store: ExperimentStore,
         live: Callable[[str], LiveExperiment],
         ttl_s: float = 2.0,
+        max_entries: int = KEPT_REPORTS,
     ) -> None:
         self.store = store
         self.live = live
         self.ttl_s = ttl_s
-        self._cache: dict[tuple[str, bool, int], tuple[float, bytes]] = {}
-        self._building: dict[tuple[str, bool, int], asyncio.Future[bytes]] = {}
+        self._kept: SharedResults[tuple[str, bool, int], bytes] = SharedResults(max_entries)
         self.builds = 0
 
     async def report(self, name: str, audit: bool, timeline_points: int) -> dict[str, Any]:
@@ -52,30 +56,21 @@ class ReportCache:
 
     async def encoded(self, name: str, audit: bool, timeline_points: int) -> bytes:
         """The report as JSON bytes, cached for ``ttl_s``."""
-        key = (name, audit, timeline_points)
-        cached = self._cache.get(key)
-        if cached is not None and time.monotonic() - cached[0] < self.ttl_s:
-            return cached[1]
-        building = self._building.get(key)
-        if building is not None:
-            return await asyncio.shield(building)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._building[key] = future
-        try:
-            live = self.live(name)  # copied on the loop: consistent with the syncs
-            drift = live.drift_view()
-            copy = live.frozen_copy()
-            report = await asyncio.to_thread(self._build, copy, drift, audit, timeline_points)
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
-            raise
-        finally:
-            del self._building[key]
-        self._cache[key] = (time.monotonic(), report)
-        future.set_result(report)
+        return (await self.shared(name, audit, timeline_points))[0]
+
+    async def shared(self, name: str, audit: bool, timeline_points: int) -> tuple[bytes, float]:
+        """The report as JSON bytes, and the seconds until this copy expires."""
+        return await self._kept.get(
+            (name, audit, timeline_points), lambda: self._fresh(name, audit, timeline_points)
+        )
+
+    async def _fresh(self, name: str, audit: bool, timeline_points: int) -> tuple[bytes, float]:
+        live = self.live(name)  # copied on the loop: consistent with the syncs
+        drift = live.drift_view()
+        copy = live.frozen_copy()
+        report = await asyncio.to_thread(self._build, copy, drift, audit, timeline_points)
         self.builds += 1
-        return report
+        return report, self.ttl_s
 
     def _build(
         self,

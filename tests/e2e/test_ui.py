@@ -401,10 +401,18 @@ def test_report_plots_show_the_learning_curve(live_url: str, learning_run: Learn
     series = traffic_shares(report)
     assert len(series.end) >= 10  # many samples of a 800-request run, not one flat band
     assert series.end[-1] >= LEARNING_REQUESTS - 50
-    # The learning curve: mlp starts near a third of the traffic and ends with most of it.
+    # The learning curve: mlp's routing weight starts at a third (the untrained posterior,
+    # before any feedback) and ends near one; it has most of the later traffic. (Its share
+    # of the first few dozen decisions is no test: Thompson sampling at these reward rates
+    # often favours it within twenty feedbacks, depending on how they interleave.)
+    mlp = series.arms.index("mlp")
+    sampled = np.flatnonzero(np.isfinite(series.weights[:, mlp]))
+    first, last = series.weights[sampled[0], mlp], series.weights[sampled[-1], mlp]
+    assert series.decisions[sampled[0]] == 0, series.decisions[:3].tolist()
+    assert abs(first - 1 / 3) < 0.05, series.weights[:3].tolist()
+    assert last > 0.9, series.weights[-3:].tolist()
     best = series.share_of("mlp")
     later = best[len(best) // 2 :].mean()
-    assert best[:2].mean() + 0.15 < later, best.tolist()
     assert later > 0.7, best.tolist()
     ranges = share_by_decisions(series)
     assert ranges[-1][2]["mlp"] > ranges[0][2]["mlp"]

@@ -1,0 +1,94 @@
+"""Results kept until they expire, built once however many ask at the same time.
+
+The state keeps each report it built for a while, and every router replica keeps a copy for as
+long as the state's own stays fresh, so a flood of ``GET /report`` costs one build per
+interval and, per router, one call to the state (the syncs and feedback commits that share
+the state's event loop do not wait behind it). Both use :class:`SharedResults`.
+
+Example:
+    >>> import asyncio
+    >>> calls = []
+    >>> async def build():
+    ...     calls.append(1)
+    ...     await asyncio.sleep(0.01)
+    ...     return "report", 60.0  # the value, and for how long it stays fresh
+    >>> async def flood():
+    ...     kept = SharedResults(max_entries=8)
+    ...     answers = await asyncio.gather(*(kept.get("k", build) for _ in range(50)))
+    ...     return {value for value, _ in answers}, len(calls)
+    >>> asyncio.run(flood())
+    ({'report'}, 1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+Build = Callable[[], Awaitable[tuple[V, float]]]
+"""Makes a fresh value: ``(value, seconds it stays fresh)``."""
+
+
+class SharedResults(Generic[K, V]):
+    """A value per key until it expires; one build at a time per key.
+
+    At most ``max_entries`` values are kept (expired ones leave first, then the oldest), so
+    keys a client chooses (an experiment, a timeline length) cannot grow it without bound. A
+    build that fails is not kept: every caller waiting on it gets its error, the next call
+    builds again. A caller that is cancelled does not cancel the build the others wait on.
+    """
+
+    def __init__(self, max_entries: int = 64) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        self.max_entries = max_entries
+        self._kept: dict[K, tuple[float, V]] = {}  # key -> (expires at, value), oldest first
+        self._builds: dict[K, asyncio.Task[tuple[float, V]]] = {}
+
+    async def get(self, key: K, build: Build[V]) -> tuple[V, float]:
+        """The value of ``key`` and the seconds it stays fresh; built when none is fresh."""
+        kept = self._kept.get(key)
+        now = time.monotonic()
+        if kept is not None and kept[0] > now:
+            return kept[1], kept[0] - now
+        task = self._builds.get(key)
+        if task is None:
+            task = self._builds[key] = asyncio.get_running_loop().create_task(
+                self._build(key, build)
+            )
+            task.add_done_callback(_retrieve)
+        expires, value = await asyncio.shield(task)
+        return value, max(0.0, expires - time.monotonic())
+
+    async def _build(self, key: K, build: Build[V]) -> tuple[float, V]:
+        try:
+            value, fresh_s = await build()
+        finally:
+            del self._builds[key]
+        expires = time.monotonic() + max(0.0, float(fresh_s))
+        self._keep(key, expires, value)
+        return expires, value
+
+    def _keep(self, key: K, expires: float, value: V) -> None:
+        self._kept.pop(key, None)
+        now = time.monotonic()
+        for stale in [k for k, (until, _) in self._kept.items() if until <= now]:
+            del self._kept[stale]
+        while len(self._kept) >= self.max_entries:
+            del self._kept[next(iter(self._kept))]
+        self._kept[key] = (expires, value)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+
+def _retrieve(task: asyncio.Task[object]) -> None:
+    """A build's error is the waiters' to raise; retrieved here too, so that a build whose
+    callers were all cancelled logs no "exception was never retrieved"."""
+    if not task.cancelled():
+        task.exception()
