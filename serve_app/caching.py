@@ -23,9 +23,13 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
+
+from serve_app.errors import Unavailable
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -37,10 +41,14 @@ Build = Callable[[], Awaitable[tuple[V, float]]]
 class SharedResults(Generic[K, V]):
     """A value per key until it expires; one build at a time per key.
 
+    A value's freshness counts from the start of its build (what it reflects was read then),
+    so a copy kept for what the keeper said remains is never older than the keeper's own.
     At most ``max_entries`` values are kept (expired ones leave first, then the oldest), so
     keys a client chooses (an experiment, a timeline length) cannot grow it without bound. A
     build that fails is not kept: every caller waiting on it gets its error, the next call
-    builds again. A caller that is cancelled does not cancel the build the others wait on.
+    builds again. A build runs in a context of its own, so that nothing of the caller that
+    started it (Ray Serve cancels the calls of a request whose client went away) stops the
+    build the others wait on; one cancelled anyway (at shutdown) answers 503.
     """
 
     def __init__(self, max_entries: int = 64) -> None:
@@ -51,28 +59,44 @@ class SharedResults(Generic[K, V]):
         self._builds: dict[K, asyncio.Task[tuple[float, V]]] = {}
 
     async def get(self, key: K, build: Build[V]) -> tuple[V, float]:
-        """The value of ``key`` and the seconds it stays fresh; built when none is fresh."""
+        """The value of ``key`` and the seconds it stays fresh; built when none is fresh.
+
+        Raises:
+            Unavailable: the build was cancelled (the app is shutting down; retry).
+        """
         kept = self._kept.get(key)
         now = time.monotonic()
         if kept is not None and kept[0] > now:
             return kept[1], kept[0] - now
         task = self._builds.get(key)
         if task is None:
-            task = self._builds[key] = asyncio.get_running_loop().create_task(
-                self._build(key, build)
+            task = asyncio.get_running_loop().create_task(
+                self._build(key, build), context=contextvars.Context()
             )
-            task.add_done_callback(_retrieve)
-        expires, value = await asyncio.shield(task)
+            self._builds[key] = task
+            task.add_done_callback(functools.partial(self._finished, key))
+        try:
+            expires, value = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # this caller was cancelled, not the build
+            raise Unavailable("the result was being built when it was cancelled; retry") from None
         return value, max(0.0, expires - time.monotonic())
 
     async def _build(self, key: K, build: Build[V]) -> tuple[float, V]:
-        try:
-            value, fresh_s = await build()
-        finally:
-            del self._builds[key]
-        expires = time.monotonic() + max(0.0, float(fresh_s))
+        started = time.monotonic()
+        value, fresh_s = await build()
+        expires = started + max(0.0, float(fresh_s))
         self._keep(key, expires, value)
         return expires, value
+
+    def _finished(self, key: K, task: asyncio.Task[tuple[float, V]]) -> None:
+        """Forget the build (even one cancelled before it started), and retrieve its error:
+        the waiters raise it; with none left, nothing logs it as never retrieved."""
+        if self._builds.get(key) is task:
+            del self._builds[key]
+        if not task.cancelled():
+            task.exception()
 
     def _keep(self, key: K, expires: float, value: V) -> None:
         self._kept.pop(key, None)
@@ -85,10 +109,3 @@ class SharedResults(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._kept)
-
-
-def _retrieve(task: asyncio.Task[object]) -> None:
-    """A build's error is the waiters' to raise; retrieved here too, so that a build whose
-    callers were all cancelled logs no "exception was never retrieved"."""
-    if not task.cancelled():
-        task.exception()

@@ -13,7 +13,6 @@ parses it strictly (:func:`~serve_app.ingress.http.parse_body`); the request gua
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoint annotations.
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pydantic_core
 from fastapi import Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -80,6 +80,8 @@ logger = logging.getLogger("ray.serve")
 FORCE_ARM_HEADER = "x-bandit-arm"
 ASSIGNMENT_CACHE_SIZE = 100_000
 TIMELINE_POINTS = 500
+ROUTER_REPORTS = 16
+"""Most report copies one router replica keeps (each can be megabytes)."""
 
 
 @dataclass(frozen=True)
@@ -101,10 +103,9 @@ class Served:
 
     def json(self) -> bytes:
         """The body of ``/predict``: :class:`~serve_app.ingress.schemas.PredictResponse`'s
-        fields, compact JSON as FastAPI writes it (a non-finite prediction is an error)."""
-        return json.dumps(
-            self.response(), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-        ).encode()
+        fields as compact JSON, written as FastAPI's response model would (pydantic's
+        encoder: a non-finite prediction is ``null``, dates are ISO strings)."""
+        return pydantic_core.to_json(self.response(), inf_nan_mode="null")
 
 
 @serve.deployment
@@ -157,7 +158,9 @@ class Router(
         self._assignments: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self._warming: set[asyncio.Task[None]] = set()
         # the state's reports, kept while its copy is fresh: a flood stays in this replica
-        self.reports: SharedResults[tuple[str, bool, int], bytes] = SharedResults()
+        self.reports: SharedResults[tuple[str, bool, int], bytes] = SharedResults(
+            max_entries=ROUTER_REPORTS
+        )
         self._apply(registration["snapshot"])
         # cold starts are explicit: this replica answers once its experiments' models load
         await asyncio.gather(*(task for task in list(self._warming)), return_exceptions=True)

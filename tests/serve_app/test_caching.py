@@ -2,11 +2,13 @@
 and cancellations that stay with whoever they belong to."""
 
 import asyncio
+import contextvars
 import time
 
 import pytest
 
 from serve_app.caching import SharedResults
+from serve_app.errors import Unavailable
 
 
 def run(coroutine):
@@ -132,3 +134,48 @@ def test_it_keeps_at_most_max_entries_expired_ones_leaving_first():
 def test_max_entries_must_be_positive():
     with pytest.raises(ValueError, match="max_entries must be at least 1"):
         SharedResults(max_entries=0)
+
+
+def test_freshness_counts_from_the_start_of_the_build():
+    async def scenario():
+        kept = SharedResults()
+        started = time.monotonic()
+        _, fresh = await kept.get("k", Builder(fresh_s=0.3, delay_s=0.1))
+        assert fresh <= 0.3 - (time.monotonic() - started) + 0.01
+        assert fresh < 0.25
+
+    run(scenario())
+
+
+CALLER = contextvars.ContextVar("caller", default=None)
+
+
+def test_a_build_sees_nothing_of_the_caller_that_started_it():
+    async def scenario():
+        kept = SharedResults()
+        seen = []
+
+        async def build():
+            seen.append(CALLER.get())
+            return "value", 60.0
+
+        CALLER.set("request 1")  # what Ray Serve keeps per request (and cancels it by)
+        await kept.get("k", build)
+        assert seen == [None]
+
+    run(scenario())
+
+
+def test_a_build_cancelled_even_before_it_ran_answers_503_once_and_is_forgotten():
+    async def scenario():
+        kept, build = SharedResults(), Builder(delay_s=0.05)
+        waiter = asyncio.ensure_future(kept.get("k", build))
+        await asyncio.sleep(0)  # the waiter started the build, which has not run yet
+        (task,) = kept._builds.values()
+        task.cancel()  # as at shutdown
+        with pytest.raises(Unavailable, match="retry"):
+            await waiter
+        assert build.calls == 0
+        assert (await kept.get("k", build))[0] == "value 1"  # not stuck on the cancelled one
+
+    run(scenario())

@@ -12,7 +12,7 @@ from serve_app.ingress import http
 from serve_app.ingress.http import LOCAL_HOSTS, GuardSettings, RequestGuard, read_body
 
 
-def build(settings: GuardSettings) -> TestClient:
+def build(settings: GuardSettings, root_path: str = "") -> TestClient:
     http.configure(settings)
     app = FastAPI()
     app.add_middleware(RequestGuard)
@@ -26,7 +26,9 @@ def build(settings: GuardSettings) -> TestClient:
     async def plain() -> dict:
         return {"ok": True}
 
-    return TestClient(app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
+    return TestClient(
+        app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False, root_path=root_path
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +104,7 @@ def test_cors_is_off_unless_origins_are_configured():
     assert "access-control-allow-origin" not in other.headers
 
 
-def build_direct(**settings) -> tuple[TestClient, list[str]]:
+def build_direct(root_path: str = "", **settings) -> tuple[TestClient, list[str]]:
     """The app of :func:`build` plus ``/strict`` (a FastAPI endpoint that validates its body
     as :class:`Strict`), also called directly by the guard when ``direct`` is set."""
     from fastapi.exceptions import RequestValidationError
@@ -130,7 +132,7 @@ def build_direct(**settings) -> tuple[TestClient, list[str]]:
             raise RuntimeError("a bug")
         return JSONResponse({"n": body.n})
 
-    client = build(GuardSettings(direct_posts={"/strict": strict}, **settings))
+    client = build(GuardSettings(direct_posts={"/strict": strict}, **settings), root_path)
     app = client.app
 
     @app.post("/strict")
@@ -167,6 +169,20 @@ def test_a_direct_endpoint_answers_as_its_fastapi_route_would():
         "/strict", content=b"x" * 2000, headers={**ok, "content-type": "application/json"}
     )
     assert too_big.status_code == 413
+
+    def chunks():  # no Content-Length: counted while the endpoint reads it
+        for _ in range(20):
+            yield b" " * 100
+
+    streamed = build_direct(max_body_bytes=1024)[0].post(
+        "/strict", content=chunks(), headers={**ok, "content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert streamed.json()["field"] == "body"
+    prefixed, prefixed_ways = build_direct("/product")  # behind a route prefix, as in Serve
+    answer = prefixed.post("/product/strict", json={"n": 2}, headers=ok)
+    assert answer.json() == {"n": 2}
+    assert prefixed_ways == ["called"]
     routed, routed_ways = build_direct(cors_origins=("https://dash.example.com",))
     via_fastapi = answers(routed)
     assert routed_ways.count("fastapi") == 6  # with CORS it goes the FastAPI way

@@ -3,8 +3,6 @@
 import dataclasses
 import json
 
-import pytest
-
 from serve_app.ingress.router import Served
 from serve_app.ingress.schemas import PredictResponse
 
@@ -36,6 +34,12 @@ def test_the_body_is_compact_utf8_json_and_a_missing_version_is_null():
     assert json.loads(raw)["model_version"] is None
 
 
-def test_a_non_finite_prediction_is_an_error_not_invalid_json():
-    with pytest.raises(ValueError, match="not JSON compliant"):
-        served(predictions=[float("nan")]).json()
+def test_a_non_finite_prediction_is_null_as_the_response_model_writes_it():
+    raw = served(predictions=[float("nan"), float("inf"), 1.5]).json()
+    assert json.loads(raw)["predictions"] == [None, None, 1.5]
+    assert (
+        raw
+        == PredictResponse(**served(predictions=[float("nan"), float("inf"), 1.5]).response())
+        .model_dump_json()
+        .encode()
+    )
