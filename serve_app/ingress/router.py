@@ -97,15 +97,11 @@ class Served:
     forced: bool
     model_version: str | None = None
 
-    def response(self) -> dict[str, Any]:
-        # not dataclasses.asdict: it deep-copies the predictions, on every request
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
     def json(self) -> bytes:
         """The body of ``/predict``: :class:`~serve_app.ingress.schemas.PredictResponse`'s
         fields as compact JSON, written as FastAPI's response model would (pydantic's
         encoder: a non-finite prediction is ``null``, dates are ISO strings)."""
-        return pydantic_core.to_json(self.response(), inf_nan_mode="null")
+        return pydantic_core.to_json(self, inf_nan_mode="null")
 
 
 @serve.deployment
@@ -514,7 +510,7 @@ class Router(
         audit = self.auth.is_control(authorization)
         encoded, _ = await self.reports.get(
             (name, audit, timeline_points),
-            lambda: self.link.state.shared_report.remote(name, audit, timeline_points),
+            lambda: self.link.state.report.remote(name, audit, timeline_points),
         )
         return Response(encoded, media_type="application/json")
 

@@ -269,16 +269,12 @@ class ExperimentState:
 
     # ---------------------------------------------------------------- read side
 
-    async def report(self, name: str, audit: bool = False, timeline_points: int = 500) -> bytes:
-        """The full analysis of one experiment as JSON (see
-        :func:`serve_app.report.build.build_report`), built off the loop and cached briefly."""
-        return await self.reports.encoded(name, audit, timeline_points)
-
-    async def shared_report(
+    async def report(
         self, name: str, audit: bool = False, timeline_points: int = 500
     ) -> tuple[bytes, float]:
-        """:meth:`report`, and the seconds its cached copy stays fresh (a router keeps it
-        that long)."""
+        """The full analysis of one experiment as JSON (see
+        :func:`serve_app.report.build.build_report`), built off the loop and cached briefly,
+        and the seconds this cached copy stays fresh (a router keeps it that long)."""
         return await self.reports.shared(name, audit, timeline_points)
 
     async def _mlflow_report(self, name: str) -> dict[str, Any]:

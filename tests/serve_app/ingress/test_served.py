@@ -39,7 +39,9 @@ def test_a_non_finite_prediction_is_null_as_the_response_model_writes_it():
     assert json.loads(raw)["predictions"] == [None, None, 1.5]
     assert (
         raw
-        == PredictResponse(**served(predictions=[float("nan"), float("inf"), 1.5]).response())
+        == PredictResponse(
+            **dataclasses.asdict(served(predictions=[float("nan"), float("inf"), 1.5]))
+        )
         .model_dump_json()
         .encode()
     )

@@ -211,7 +211,7 @@ async def test_the_router_learns_which_arm_is_best_for_which_context(in_process,
     assert values[("contextual:lin_ucb", "dr")]["value"] > 0.75
 
     # the report has the same section for the uniform split and each arm alone
-    report = json.loads(await state.report(CTX, False, 100))
+    report = json.loads((await state.report(CTX, False, 100))[0])
     section = report["offpolicy"]
     assert section["records"] == 200
     assert {r["candidate"] for r in section["results"]} == {"uniform", "always:a", "always:b"}

@@ -155,13 +155,14 @@ def test_reports_are_cached_shared_and_bounded(in_process, tmp_path):
             for i in range(1, 301) for arm in ("a", "b")
         ]  # fmt: skip
         state.store.add_timeline(rows)
-        reports = await asyncio.gather(*(state.report("exp", False, 50) for _ in range(20)))
+        answers = await asyncio.gather(*(state.report("exp", False, 50) for _ in range(20)))
+        reports = [encoded for encoded, _ in answers]
         assert state.reports.builds == 1  # 20 concurrent requests, one build
         assert all(report is reports[0] for report in reports)  # the same encoded bytes
         report = json.loads(reports[0])
         assert len({row["at"] for row in report["timeline"]}) == 50
         assert report["audit"] is None  # no control token, no audit log
-        with_audit = json.loads(await state.report("exp", True, 50))
+        with_audit = json.loads((await state.report("exp", True, 50))[0])
         assert [entry["action"] for entry in with_audit["audit"]] == ["create"]
         await state.close()
 
