@@ -352,6 +352,8 @@ class ExperimentState:
         state = {
             "bandit_state_restore_problems": float(len(self.restore_problems)),
             "bandit_state_duplicate_batches": float(self.ledger.duplicate_batches),
+            "bandit_state_report_builds": float(self.reports.builds),
+            "bandit_state_reports_kept": float(self.reports.kept),
         }
         experiments = [
             experiment_metrics(

@@ -146,6 +146,16 @@ SERIES: dict[str, tuple[str, tuple[str, ...], str]] = {
         (),
         "Router sync batches received again and acknowledged without being added twice.",
     ),
+    "bandit_state_report_builds": (
+        "counter",
+        (),
+        "Reports the state built (a report is kept for 2 s and shared by every request).",
+    ),
+    "bandit_state_reports_kept": (
+        "gauge",
+        (),
+        "Built reports the state keeps now (at most 64, whatever the requests ask for).",
+    ),
 }
 STATUSES = ("draft", "running", "paused", "concluded")
 

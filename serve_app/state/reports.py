@@ -50,6 +50,11 @@ class ReportCache:
         self._kept: SharedResults[tuple[str, bool, int], bytes] = SharedResults(max_entries)
         self.builds = 0
 
+    @property
+    def kept(self) -> int:
+        """How many built reports are kept now (at most ``max_entries``)."""
+        return len(self._kept)
+
     async def report(self, name: str, audit: bool, timeline_points: int) -> dict[str, Any]:
         """The report as a document (MLflow records of conclusions take this one)."""
         return dict(json.loads(await self.encoded(name, audit, timeline_points)))

@@ -88,7 +88,7 @@ RULES = [
 
 def test_metrics_list_is_the_brief() -> None:
     series = render.exported_metrics()
-    assert len(series) == 30
+    assert len(series) == 32
     assert series["bandit_arm_latency_seconds"] == ("histogram", ("experiment", "arm"))
     assert "bandit_arm_latency_seconds_bucket" in EXPORTED
     assert series["bandit_experiment_status"][1] == ("experiment", "status")

@@ -312,6 +312,35 @@ def test_reports_are_bounded_and_a_flood_does_not_stall_feedback(client, app_url
     assert loaded[-1] < 1.5 * quiet[-1] + 0.5, (quiet, loaded)
 
 
+def state_gauge(client, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+def test_a_client_choosing_timeline_lengths_cannot_grow_the_report_cache(client):
+    """The state kept every (experiment, audit, timeline_points) report it built, for ever:
+    a data-token client could make it hold thousands. It keeps at most 64."""
+    lengths = range(2, 2 + 80)
+    for points in lengths:
+        response = client.get("/experiments/split/report", params={"timeline_points": points})
+        assert response.status_code == 200, response.text
+        assert len({row["at"] for row in response.json()["timeline"]}) <= points
+    assert state_gauge(client, "bandit_state_reports_kept") <= 64
+    # a burst for one report is one build, shared (the router's copy, then the state's)
+    builds = state_gauge(client, "bandit_state_report_builds_total")
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(lambda _: client.get("/experiments/split/report").status_code, range(40))
+        )
+    assert answers == [200] * 40
+    assert state_gauge(client, "bandit_state_report_builds_total") <= builds + 1
+
+
 # --------------------------------------------------------------------------- finding 10
 
 

@@ -79,11 +79,18 @@ def value(samples, name, **labels) -> float:
 
 
 def test_every_documented_series_is_rendered_and_parses():
-    state = {"bandit_state_restore_problems": 2.0, "bandit_state_duplicate_batches": 3.0}
+    state = {
+        "bandit_state_restore_problems": 2.0,
+        "bandit_state_duplicate_batches": 3.0,
+        "bandit_state_report_builds": 5.0,
+        "bandit_state_reports_kept": 4.0,
+    }
     samples = parse(render([experiment()], state))
     assert exported_names() <= set(samples)
     assert value(samples, "bandit_state_restore_problems") == 2
     assert value(samples, "bandit_state_duplicate_batches_total") == 3
+    assert value(samples, "bandit_state_report_builds_total") == 5
+    assert value(samples, "bandit_state_reports_kept") == 4
     assert value(samples, "bandit_arm_requests_total", experiment="exp", arm="a") == 10
     assert value(samples, "bandit_arm_concept_drift_alert", experiment="exp", arm="a") == 1
     assert value(samples, "bandit_arm_concept_drift_alert", experiment="exp", arm="b") == 1
